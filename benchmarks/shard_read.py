@@ -1,0 +1,84 @@
+"""Shard read throughput next to the JPEG decode + crop + encode path, on the same persons.
+
+    python benchmarks/shard_read.py [--shards data/shards/val] [--subsets data/subsets] [--split val]
+
+Prints a table of samples/s, single process, for: the memory-mapped ShardDataset, the same
+through a DataLoader (batch 32), and the path the shards replace (decode the JPEG, warp the
+crop, encode the heatmaps, normalise). Both produce the same tensors per sample.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from squatpose.codec import HeatmapCodec
+from squatpose.config import load_params
+from squatpose.geometry import warp
+from squatpose.imaging import crops_to_tensor, read_image
+from squatpose.shards import ShardDataset, crop_persons
+from squatpose.subsets import subset_path
+
+
+def timed(fn, n_items: int, repeats: int) -> float:
+    """Best samples/s of `repeats` runs of `fn` (which handles `n_items` samples)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n_items / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", default="data/shards/val")
+    parser.add_argument("--subsets", default="data/subsets")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    params = load_params()
+    codec = HeatmapCodec.from_config(params.crop, params.heatmap)
+    table = pd.read_parquet(subset_path(args.subsets, args.split, params.shards.subset))
+    ds = ShardDataset(args.shards, table["ann_id"].to_numpy())
+    table = table.set_index("ann_id").loc[ds.ann_ids].reset_index()
+    n = len(ds)
+
+    def shards() -> None:
+        for i in range(n):
+            ds[i]
+
+    def loader() -> None:
+        for _ in DataLoader(ds, batch_size=32, num_workers=0):
+            pass
+
+    def jpeg() -> None:
+        m, kp_crop = crop_persons(table, params.crop)
+        for i, path in enumerate(table["image_path"]):
+            crop = warp(read_image(path), m[i], params.crop.width, params.crop.height)
+            crops_to_tensor(crop)
+            codec.encode(kp_crop[i:i + 1])
+
+    # the two paths give the same sample
+    m, kp_crop = crop_persons(table.iloc[:1], params.crop)
+    crop = warp(read_image(table["image_path"].iloc[0]), m[0], params.crop.width, params.crop.height)
+    assert torch.equal(crops_to_tensor(crop), ds[0]["image"])
+    hm, _ = codec.encode(kp_crop)
+    assert np.allclose(hm[0], ds[0]["target"].numpy(), atol=1e-3)
+
+    rows = [("shards, ShardDataset[i]", timed(shards, n, args.repeats)),
+            ("shards, DataLoader batch 32", timed(loader, n, args.repeats)),
+            ("JPEG decode + crop + encode", timed(jpeg, n, args.repeats))]
+    base = rows[-1][1]
+    print(f"{n} persons of {args.split}, 1 thread, best of {args.repeats}\n")
+    print(f"| path | samples/s | vs JPEG |\n|---|---:|---:|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / base:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

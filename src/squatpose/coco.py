@@ -1,0 +1,178 @@
+"""Load and validate COCO keypoint annotation files into one table of person records.
+
+A person record is one row per non-crowd person annotation with at least one of the six
+lower-body joints labeled: ids, image path and size, bbox, and (x, y, v) of each joint.
+Problems a user can cause are either a stop (`AnnotationError`: the file is not COCO
+keypoints) or a counted skip with a one-line warning naming the file and annotation id.
+"""
+
+import contextlib
+import io
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pycocotools.coco import COCO
+
+from squatpose import joints
+from squatpose.errors import AnnotationError
+
+log = logging.getLogger(__name__)
+
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+# Why a person can be skipped, as counted in metrics/subsets.json.
+SKIP_REASONS = ("zero_size_bbox", "missing_image", "unreadable_image")
+
+
+@dataclass
+class LoadReport:
+    """What loading a file kept, skipped and corrected."""
+
+    persons: int = 0
+    crowd_ignored: int = 0
+    skipped: Counter = field(default_factory=lambda: Counter({r: 0 for r in SKIP_REASONS}))
+    joints_outside_image: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "persons": self.persons,
+            "crowd_ignored": self.crowd_ignored,
+            "skipped": dict(self.skipped),
+            "joints_outside_image_dropped": self.joints_outside_image,
+        }
+
+
+def _require(cond: bool, path: Path, what: str) -> None:
+    if not cond:
+        raise AnnotationError(f"{path}: not COCO keypoints: {what}")
+
+
+def _is_number_list(x: object, n: int) -> bool:
+    return isinstance(x, list) and len(x) == n and all(isinstance(v, (int, float)) for v in x)
+
+
+def load_coco(path: str | Path) -> COCO:
+    """Read a COCO keypoint file, check its schema, and index it with pycocotools."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from None
+    _require(isinstance(data, dict), path, "top level is not an object")
+    for key in ("images", "annotations", "categories"):
+        _require(isinstance(data.get(key), list), path, f"missing list '{key}'")
+    persons = [c for c in data["categories"] if isinstance(c, dict) and c.get("name") == "person"]
+    _require(len(persons) == 1, path, "no single category named 'person'")
+    names = persons[0].get("keypoints")
+    _require(isinstance(names, list) and len(names) == 17, path, "person category needs 17 keypoints")
+    got = tuple(names[i] for i in joints.COCO_INDEX)
+    _require(got == joints.NAMES, path, f"keypoints 11..16 are {got}, expected {joints.NAMES}")
+    for img in data["images"]:
+        ok = isinstance(img, dict) and all(k in img for k in ("id", "file_name", "width", "height"))
+        _require(ok, path, f"image {img.get('id') if isinstance(img, dict) else img!r} "
+                           "needs id, file_name, width, height")
+    image_ids = {img["id"] for img in data["images"]}
+    for ann in data["annotations"]:
+        _require(isinstance(ann, dict) and "id" in ann, path, "an annotation has no 'id'")
+        where = f"annotation {ann['id']}"
+        _require(ann.get("image_id") in image_ids, path, f"{where}: image_id not in 'images'")
+        _require(_is_number_list(ann.get("bbox"), 4), path, f"{where}: bbox is not 4 numbers")
+        _require(_is_number_list(ann.get("keypoints"), 51), path,
+                 f"{where}: keypoints is not 17 x (x, y, v)")
+        ann.setdefault("iscrowd", 0)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco
+
+
+def _image_readable(path: Path) -> str | None:
+    """None when `path` looks like a JPEG or PNG, else the skip reason."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except (FileNotFoundError, IsADirectoryError):
+        return "missing_image"
+    except OSError:
+        return "unreadable_image"
+    return None if head.startswith(IMAGE_MAGIC) else "unreadable_image"
+
+
+def person_records(ann_path: str | Path, images_dir: str | Path) -> tuple[pd.DataFrame, LoadReport]:
+    """One row per usable, non-crowd person with >= 1 lower-body joint labeled.
+
+    Skips (counted, warned): zero-size bbox, missing image, image that is not a JPEG/PNG.
+    A labeled joint outside the image is dropped (v set to 0), counted and warned.
+    """
+    ann_path, images_dir = Path(ann_path), Path(images_dir)
+    coco = load_coco(ann_path)
+    report = LoadReport()
+    cat_ids = coco.getCatIds(catNms=["person"])
+    ann_ids = coco.getAnnIds(catIds=cat_ids, iscrowd=None)
+    rows, image_status = [], {}
+    cols = np.array([[3 * j, 3 * j + 1, 3 * j + 2] for j in joints.COCO_INDEX])
+    for ann in coco.loadAnns(ann_ids):
+        if ann["iscrowd"]:
+            report.crowd_ignored += 1
+            continue
+        kp = np.asarray(ann["keypoints"], np.float32)[cols]  # (6, 3)
+        if not (kp[:, 2] > 0).any():
+            continue
+        img = coco.imgs[ann["image_id"]]
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w <= 0 or h <= 0:
+            log.warning("%s: annotation %s: bbox has zero size, skipped", ann_path, ann["id"])
+            report.skipped["zero_size_bbox"] += 1
+            continue
+        image_path = images_dir / img["file_name"]
+        if img["id"] not in image_status:
+            image_status[img["id"]] = _image_readable(image_path)
+        if image_status[img["id"]]:
+            reason = image_status[img["id"]]
+            log.warning("%s: annotation %s: %s %s, skipped", ann_path, ann["id"],
+                        reason.replace("_", " "), image_path)
+            report.skipped[reason] += 1
+            continue
+        outside = (kp[:, 2] > 0) & (
+            (kp[:, 0] < 0) | (kp[:, 1] < 0) | (kp[:, 0] > img["width"]) | (kp[:, 1] > img["height"])
+        )
+        if outside.any():
+            names = ", ".join(joints.NAMES[j] for j in np.flatnonzero(outside))
+            log.warning("%s: annotation %s: %s outside the %sx%s image, dropped",
+                        ann_path, ann["id"], names, img["width"], img["height"])
+            report.joints_outside_image += int(outside.sum())
+            kp[outside] = 0
+            if not (kp[:, 2] > 0).any():
+                continue
+        rows.append((ann["id"], img["id"], str(image_path), img["width"], img["height"],
+                     x, y, w, h, kp))
+    report.persons = len(rows)
+    table = _to_table(rows)
+    return table, report
+
+
+def _to_table(rows: list[tuple]) -> pd.DataFrame:
+    """The person table, sorted by (image_id, ann_id), keypoints as flat columns."""
+    meta = ["ann_id", "image_id", "image_path", "width", "height",
+            "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    table = pd.DataFrame([r[:-1] for r in rows], columns=meta)
+    table = table.astype({"ann_id": "int64", "image_id": "int64", "image_path": "string",
+                          "width": "int32", "height": "int32", "bbox_x": "float32",
+                          "bbox_y": "float32", "bbox_w": "float32", "bbox_h": "float32"})
+    kp = np.stack([r[-1] for r in rows]) if rows else np.zeros((0, joints.NUM_JOINTS, 3), np.float32)
+    for name, values in joints.keypoints_to_columns(kp).items():
+        table[name] = values
+    return table.sort_values(["image_id", "ann_id"], kind="stable").reset_index(drop=True)
+
+
+def bboxes_from_table(table: pd.DataFrame) -> np.ndarray:
+    """The (N, 4) float32 array of COCO boxes (x, y, w, h)."""
+    return table[["bbox_x", "bbox_y", "bbox_w", "bbox_h"]].to_numpy(np.float32)

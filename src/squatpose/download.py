@@ -1,0 +1,168 @@
+"""Stage `download`: COCO 2017 from the official site, or the embedded sample, in one layout.
+
+Either way the result is a folder holding `annotations/person_keypoints_{train,val}2017.json`,
+`train2017/` and `val2017/`, so every later stage reads the sample and COCO the same way.
+
+COCO archives are fetched with a progress bar, resumed with HTTP Range after an interruption,
+checked (expected size, a readable zip whose CRCs match while extracting) and extracted into a
+temporary folder that is renamed into place when complete. A marker per archive records that it
+is done, so a rerun skips it; the archive itself is deleted after extraction unless
+`download.keep_archives` is set, so COCO takes its ~19 GB on disk once, not twice.
+"""
+
+import http.client
+import json
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from squatpose.atomic import atomic_path
+from squatpose.config import DataConfig, DownloadConfig
+from squatpose.errors import DownloadError
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One archive of a dataset: where it lives on the server, its size, what it unpacks to."""
+
+    url_path: str
+    size: int
+    top_dirs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.url_path.rsplit("/", 1)[-1]
+
+
+COCO2017 = (
+    Archive("annotations/annotations_trainval2017.zip", 252_907_541, ("annotations",)),
+    Archive("zips/val2017.zip", 815_585_330, ("val2017",)),
+    Archive("zips/train2017.zip", 19_336_861_798, ("train2017",)),
+)
+
+
+def fetch(url: str, dest: Path, expected_size: int | None = None, progress: bool = True) -> Path:
+    """Download `url` to `dest`, resuming a `dest.part` left by an interrupted run.
+
+    The file appears at `dest` only when complete (and of `expected_size` bytes, if given).
+    """
+    dest = Path(dest)
+    if dest.is_file() and (expected_size is None or dest.stat().st_size == expected_size):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    if expected_size is not None and offset > expected_size:
+        part.unlink()
+        offset = 0
+    headers = {"User-Agent": "squatpose"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset and offset == expected_size:  # the part is already whole
+            part.rename(dest)
+            return dest
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{url}: cannot connect ({getattr(e, 'reason', e)})") from None
+    with resp:
+        if offset and resp.status != 206:  # the server ignored the range: start over
+            offset = 0
+        total = expected_size
+        if total is None and resp.headers.get("Content-Length"):
+            total = offset + int(resp.headers["Content-Length"])
+        with open(part, "ab" if offset else "wb") as f, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=dest.name, disable=not progress,
+        ) as bar:
+            try:
+                while chunk := resp.read(CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as e:
+                raise DownloadError(f"{url}: connection lost after {f.tell()} bytes ({e}); "
+                                    "run again to resume") from None
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        if size > expected_size:
+            part.unlink()
+        raise DownloadError(f"{url}: got {size} bytes, expected {expected_size}"
+                            + ("; run again to resume" if size < expected_size else ""))
+    part.rename(dest)
+    return dest
+
+
+def extract(archive: Path, out_dir: Path, top_dirs: tuple[str, ...]) -> None:
+    """Unpack the `top_dirs` of a zip into `out_dir`; nothing appears unless all of it is good."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(archive) as z, \
+                tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir) as tmp:
+            members = [m for m in z.namelist() if m.split("/", 1)[0] in top_dirs]
+            if not members:
+                raise DownloadError(f"{archive}: holds none of {', '.join(top_dirs)}")
+            for member in tqdm(members, desc=f"extract {archive.name}", unit="file",
+                               disable=len(members) < 1000):
+                z.extract(member, tmp)  # reading checks each member's CRC
+            for top in top_dirs:
+                target = out_dir / top
+                if target.exists():
+                    shutil.rmtree(target)
+                (Path(tmp) / top).rename(target)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise DownloadError(f"{archive}: not a readable zip ({e})") from None
+
+
+def _marker(out_dir: Path, archive: Archive) -> Path:
+    return out_dir / f".done-{archive.name}.json"
+
+
+def download_archives(base_url: str, archives: tuple[Archive, ...], out_dir: str | Path,
+                      archives_dir: str | Path, keep_archives: bool = False,
+                      progress: bool = True) -> None:
+    """Fetch, check and extract each archive that is not already marked done in `out_dir`."""
+    out_dir, archives_dir = Path(out_dir), Path(archives_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for a in archives:
+        marker = _marker(out_dir, a)
+        if marker.is_file() and all((out_dir / t).is_dir() for t in a.top_dirs):
+            continue
+        path = fetch(f"{base_url.rstrip('/')}/{a.url_path}", archives_dir / a.name, a.size, progress)
+        try:
+            extract(path, out_dir, a.top_dirs)
+        except DownloadError as e:
+            path.unlink()  # a bad copy: the next run downloads it afresh
+            raise DownloadError(f"{e}; deleted it, run again to download it afresh") from None
+        marker.write_text(json.dumps({"archive": a.name, "size": a.size}) + "\n")
+        if not keep_archives:
+            path.unlink()
+
+
+def provide_sample(sample_dir: str | Path, out_dir: str | Path) -> None:
+    """Copy the embedded sample to `out_dir`, replacing what was there in one rename."""
+    sample_dir = Path(sample_dir)
+    for name in ("annotations", "train2017", "val2017"):
+        if not (sample_dir / name).is_dir():
+            raise DownloadError(f"{sample_dir}: the embedded sample has no '{name}' folder")
+    with atomic_path(out_dir) as tmp:
+        shutil.copytree(sample_dir, tmp)
+
+
+def run(data: DataConfig, download: DownloadConfig, out_dir: str | Path, progress: bool = True) -> None:
+    """The `download` stage for `data.source`."""
+    if data.source == "sample":
+        provide_sample(data.sample_dir, out_dir)
+    else:
+        download_archives(download.base_url, COCO2017, out_dir, download.archives_dir,
+                          download.keep_archives, progress)

@@ -1,0 +1,37 @@
+"""Reading images with clear errors, and turning uint8 crops into normalised model input."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from squatpose.errors import ImageError
+
+# ImageNet statistics, RGB: torchvision's pretrained backbones expect them.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """The image at `path` as (H, W, 3) uint8 RGB; `ImageError` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"{path}: cannot decode image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def crops_to_tensor(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 crops (N, H, W, 3) or (H, W, 3), RGB -> float32 (N, 3, H, W) or (3, H, W), normalised."""
+    x = torch.as_tensor(crops)
+    single = x.ndim == 3
+    if single:
+        x = x[None]
+    x = x.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x[0] if single else x

@@ -1,0 +1,232 @@
+"""Precomputed crops and target heatmaps in fixed-size shards, and the Dataset that reads them.
+
+A shard set is a folder:
+    index.json              written last: shards, sample count, skips, settings
+    shard-00000/            one folder per shard, renamed into place only when complete
+        images.npy          (n, H, W, 3) uint8 RGB crops
+        heatmaps.npy        (n, 6, h, w) float16 target heatmaps (values in [0, 1])
+        weights.npy         (n, 6) float32 target weights
+        kp_crop.npy         (n, 6, 3) float32 keypoints (x, y, v) in crop pixels
+        crop_to_image.npy   (n, 2, 3) float64 affine: crop pixels -> original image pixels
+        ann_ids.npy         (n,) int64 COCO annotation ids
+        meta.json           fingerprint of the inputs and settings, skipped persons
+Shard k holds persons [k * shard_size, (k + 1) * shard_size) of the table, so an interrupted
+run finds its finished shards by fingerprint and builds only the rest.
+"""
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from squatpose import joints
+from squatpose.atomic import atomic_path, write_json
+from squatpose.codec import HeatmapCodec
+from squatpose.coco import bboxes_from_table
+from squatpose.config import CropConfig, HeatmapConfig
+from squatpose.errors import ImageError, ShardError
+from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
+from squatpose.imaging import crops_to_tensor, read_image
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+ARRAYS = ("images", "heatmaps", "weights", "kp_crop", "crop_to_image", "ann_ids")
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+def crop_persons(table: pd.DataFrame, crop: CropConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Image -> crop matrices (N, 2, 3) and keypoints (N, 6, 3) in crop pixels for a person table."""
+    center, size = box_center_size(bboxes_from_table(table), crop.width / crop.height, crop.padding)
+    m = crop_affine(center, size, crop.width, crop.height)
+    kp_crop = apply_affine(m, joints.keypoints_from_table(table))
+    return m, kp_crop.astype(np.float32)
+
+
+def fingerprint(rows: pd.DataFrame, crop: CropConfig, heatmap: HeatmapConfig) -> str:
+    """Hash of a shard's inputs (annotations, image paths) and settings: equal means reusable."""
+    h = hashlib.sha1()
+    h.update(json.dumps([FORMAT_VERSION, asdict(crop), asdict(heatmap)]).encode())
+    h.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
+    """Crop, encode and write one shard; returns (name, samples written, skipped persons)."""
+    out_dir, name, rows, crop, heatmap = task
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    codec = HeatmapCodec.from_config(crop, heatmap)
+    m, kp_crop = crop_persons(rows, crop)
+    images, keep, skipped, cache = [], [], [], {}
+    for i, (path, ann_id) in enumerate(zip(rows["image_path"], rows["ann_id"])):
+        try:
+            if path not in cache:  # persons of one image are adjacent: decode it once
+                cache = {path: read_image(path)}
+            images.append(warp(cache[path], m[i], crop.width, crop.height))
+            keep.append(i)
+        except ImageError as e:
+            log.warning("annotation %s: %s, skipped", ann_id, e)
+            skipped.append({"ann_id": int(ann_id), "reason": str(e)})
+    keep = np.asarray(keep, np.int64)
+    heatmaps, weights = codec.encode(kp_crop[keep])
+    arrays = {
+        "images": np.stack(images) if images else np.zeros((0, crop.height, crop.width, 3), np.uint8),
+        "heatmaps": heatmaps.astype(np.float16),
+        "weights": weights.astype(np.float32),
+        "kp_crop": kp_crop[keep],
+        "crop_to_image": invert_affine(m[keep]),
+        "ann_ids": rows["ann_id"].to_numpy(np.int64)[keep],
+    }
+    final = Path(out_dir) / name
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        for key, value in arrays.items():
+            np.save(tmp / f"{key}.npy", value)
+        meta = {"fingerprint": fingerprint(rows, crop, heatmap), "samples": len(keep),
+                "skipped": skipped}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return name, len(keep), skipped
+
+
+def _shard_done(path: Path, fp: str) -> bool:
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("fingerprint") == fp and all((path / f"{a}.npy").is_file() for a in ARRAYS)
+
+
+def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, heatmap: HeatmapConfig,
+                 shard_size: int = 512, workers: int = 2, progress: bool = True) -> dict:
+    """Write the shard set of a person table; finished shards that still match are kept.
+
+    Returns the index (also written to `out_dir/index.json`).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index_path = out_dir / "index.json"
+    plan = []
+    for k, start in enumerate(range(0, len(table), shard_size)):
+        rows = table.iloc[start:start + shard_size].reset_index(drop=True)
+        plan.append((shard_name(k), rows, fingerprint(rows, crop, heatmap)))
+    wanted = {name for name, _, _ in plan}
+    for stale in out_dir.iterdir():  # shards of an older plan, temporaries of a crashed write
+        ours = stale.name.startswith(("shard-", ".shard-"))
+        if ours and stale.name not in wanted:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    todo = [(out_dir, name, rows, crop, heatmap) for name, rows, fp in plan
+            if not _shard_done(out_dir / name, fp)]
+    if todo and index_path.exists():
+        index_path.unlink()  # the set is incomplete until every shard is written
+    done = len(table) - sum(len(t[2]) for t in todo)
+    bar = tqdm(total=len(table), initial=done, unit="person", desc=f"shards {out_dir}",
+               disable=not progress)
+    persons = {t[1]: len(t[2]) for t in todo}
+    if workers > 1 and len(todo) > 1:
+        with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+            for name, _, _ in pool.imap_unordered(_build_shard, todo):
+                bar.update(persons[name])
+    else:
+        for task in todo:
+            _build_shard(task)
+            bar.update(persons[task[1]])
+    bar.close()
+    shards, skipped = [], []
+    for name, _, _ in plan:
+        meta = json.loads((out_dir / name / "meta.json").read_text())
+        shards.append({"name": name, "samples": meta["samples"]})
+        skipped.extend(meta["skipped"])
+    index = {
+        "format_version": FORMAT_VERSION,
+        "samples": sum(s["samples"] for s in shards),
+        "persons": len(table),
+        "skipped": skipped,
+        "crop": asdict(crop),
+        "heatmap": asdict(heatmap),
+        "shards": shards,
+    }
+    write_json(index_path, index)
+    return index
+
+
+class ShardDataset(Dataset):
+    """Samples of a shard set, read through memory maps (no JPEG decoding).
+
+    `ann_ids` picks and orders the persons (e.g. a subset table's `ann_id` column); by default
+    every sample. Persons asked for but absent from the shards (skipped images) are left out
+    and counted in `missing`. Each item is a dict: `image` (3, H, W) float32 normalised,
+    `target` (6, h, w) float32, `target_weight` (6,) float32, `index` (int).
+    """
+
+    def __init__(self, shards_dir: str | Path, ann_ids: np.ndarray | None = None):
+        self.dir = Path(shards_dir)
+        index_path = self.dir / "index.json"
+        if not index_path.is_file():
+            raise ShardError(f"{index_path}: no index: the shard set is missing or incomplete "
+                             "(run `dvc repro`)")
+        self.index = json.loads(index_path.read_text())
+        if self.index.get("format_version") != FORMAT_VERSION:
+            raise ShardError(f"{index_path}: format {self.index.get('format_version')}, "
+                             f"expected {FORMAT_VERSION}: rebuild the shards")
+        self.shard_names = [s["name"] for s in self.index["shards"]]
+        all_ids = [np.load(self.dir / n / "ann_ids.npy") for n in self.shard_names]
+        shard_of = np.concatenate([np.full(len(a), k) for k, a in enumerate(all_ids)] or [[]])
+        row_of = np.concatenate([np.arange(len(a)) for a in all_ids] or [[]])
+        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+        if ann_ids is None:
+            pick = np.arange(len(ids))
+            self.missing = 0
+        else:
+            pos = pd.Series(np.arange(len(ids)), index=ids)
+            wanted = pd.Index(np.asarray(ann_ids, np.int64))
+            found = wanted.isin(pos.index)
+            self.missing = int((~found).sum())
+            pick = pos.loc[wanted[found]].to_numpy()
+        self.shard = shard_of[pick].astype(np.int64)
+        self.row = row_of[pick].astype(np.int64)
+        self.ann_ids = ids[pick]
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
+
+    @classmethod
+    def from_subset(cls, shards_dir: str | Path, subset_table: str | Path) -> "ShardDataset":
+        """The persons of a subset table (parquet), read from a shard set that contains them."""
+        ids = pd.read_parquet(subset_table, columns=["ann_id"])["ann_id"].to_numpy()
+        ds = cls(shards_dir, ids)
+        if ds.missing:
+            log.warning("%s: %d of %d persons are not in %s (skipped while sharding)",
+                        subset_table, ds.missing, len(ids), shards_dir)
+        return ds
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def array(self, name: str, i: int) -> np.ndarray:
+        """Raw stored array `name` of sample i (memory-mapped; copy it before writing)."""
+        k = int(self.shard[i])
+        key = (k, name)
+        if key not in self._maps:  # opened lazily, so each DataLoader worker maps its own
+            self._maps[key] = np.load(self.dir / self.shard_names[k] / f"{name}.npy", mmap_mode="r")
+        return self._maps[key][self.row[i]]
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "image": crops_to_tensor(np.array(self.array("images", i))),
+            "target": torch.from_numpy(self.array("heatmaps", i).astype(np.float32)),
+            "target_weight": torch.from_numpy(np.array(self.array("weights", i))),
+            "index": i,
+        }

@@ -1,0 +1,164 @@
+"""The download stage against a real HTTP server on 127.0.0.1 serving zips the test builds."""
+
+import io
+import json
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from squatpose.config import DataConfig, DownloadConfig
+from squatpose.download import Archive, download_archives, fetch, provide_sample, run
+from squatpose.errors import DownloadError
+from tests.conftest import SAMPLE, ann_path
+
+
+class Server:
+    """Serves `files` (path -> bytes) with HTTP Range support; can cut one response short."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut_after: dict[str, int] = {}  # path -> bytes to send before dropping the connection
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                if start >= len(body):
+                    self.send_error(416, "Range Not Satisfiable")
+                    return
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                cut = server.cut_after.pop(self.path, None)
+                self.wfile.write(body[start:cut] if cut is not None else body[start:])
+                if cut is not None:
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def coco_like() -> tuple[dict[str, bytes], tuple[Archive, ...]]:
+    """Three zips in the layout of COCO's, built from the real sample files."""
+    ann = make_zip({f"annotations/person_keypoints_{s}2017.json": ann_path(SAMPLE, s).read_bytes()
+                    for s in ("train", "val")})
+    val = make_zip({f"val2017/{p.name}": p.read_bytes() for p in sorted((SAMPLE / "val2017").iterdir())[:5]})
+    train = make_zip({f"train2017/{p.name}": p.read_bytes() for p in sorted((SAMPLE / "train2017").iterdir())[:5]})
+    files = {"/annotations/ann.zip": ann, "/zips/val.zip": val, "/zips/train.zip": train}
+    archives = (Archive("annotations/ann.zip", len(ann), ("annotations",)),
+                Archive("zips/val.zip", len(val), ("val2017",)),
+                Archive("zips/train.zip", len(train), ("train2017",)))
+    return files, archives
+
+
+def test_full_download_extracts_the_coco_layout_and_skips_when_done(tmp_path, coco_like):
+    files, archives = coco_like
+    out, arch = tmp_path / "raw", tmp_path / "downloads"
+    with Server(files) as srv:
+        download_archives(srv.url, archives, out, arch, progress=False)
+        assert len(srv.requests) == 3
+        download_archives(srv.url, archives, out, arch, progress=False)
+        assert len(srv.requests) == 3  # nothing fetched again
+    assert ann_path(out, "val").read_bytes() == ann_path(SAMPLE, "val").read_bytes()
+    assert len(list((out / "val2017").iterdir())) == 5 and len(list((out / "train2017").iterdir())) == 5
+    assert not any(arch.iterdir())  # archives deleted after extraction (keep_archives false)
+    assert not [p for p in out.iterdir() if p.name.startswith(".extract")]
+
+
+def test_cut_download_resumes_with_a_range_request(tmp_path, coco_like):
+    files, archives = coco_like
+    body = files["/zips/val.zip"]
+    dest = tmp_path / "val.zip"
+    with Server(files) as srv:
+        srv.cut_after["/zips/val.zip"] = len(body) // 3
+        with pytest.raises(DownloadError, match="run again to resume"):
+            fetch(srv.url + "/zips/val.zip", dest, len(body), progress=False)
+        part = tmp_path / "val.zip.part"
+        assert part.stat().st_size == len(body) // 3 and not dest.exists()
+        fetch(srv.url + "/zips/val.zip", dest, len(body), progress=False)
+        assert srv.requests == [("/zips/val.zip", None), ("/zips/val.zip", f"bytes={len(body) // 3}-")]
+    assert dest.read_bytes() == body and not part.exists()
+
+
+def test_corrupt_archive_is_a_clear_error_and_nothing_is_extracted(tmp_path, coco_like):
+    files, archives = coco_like
+    bad = bytearray(files["/zips/val.zip"])
+    bad[200:400] = bytes(200)  # damage compressed data inside the first member
+    files["/zips/val.zip"] = bytes(bad)
+    out, arch = tmp_path / "raw", tmp_path / "downloads"
+    with Server(files) as srv:
+        with pytest.raises(DownloadError) as e:
+            download_archives(srv.url, archives, out, arch, progress=False)
+    message = str(e.value)
+    assert "val.zip" in message and "not a readable zip" in message and "\n" not in message
+    assert (out / "annotations").is_dir()  # the good archive before it is kept
+    assert not (out / "val2017").exists() and not (out / ".done-val.zip.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".extract")]
+    assert not (arch / "val.zip").exists()  # deleted, so that a rerun downloads it afresh
+
+
+def test_not_a_zip_at_all(tmp_path, coco_like):
+    files, archives = coco_like
+    files["/zips/val.zip"] = b"<html>login required</html>".ljust(len(files["/zips/val.zip"]), b" ")
+    with Server(files) as srv, pytest.raises(DownloadError, match="val.zip: not a readable zip"):
+        download_archives(srv.url, archives, tmp_path / "raw", tmp_path / "dl", progress=False)
+
+
+def test_http_404_is_a_clear_error(tmp_path, coco_like):
+    files, archives = coco_like
+    del files["/zips/train.zip"]
+    with Server(files) as srv:
+        with pytest.raises(DownloadError, match=r"/zips/train.zip: HTTP 404"):
+            download_archives(srv.url, archives, tmp_path / "raw", tmp_path / "dl", progress=False)
+    assert not (tmp_path / "raw" / "train2017").exists()
+
+
+def test_wrong_size_is_an_error(tmp_path, coco_like):
+    files, archives = coco_like
+    with Server(files) as srv, pytest.raises(DownloadError, match="expected"):
+        fetch(srv.url + "/zips/val.zip", tmp_path / "v.zip", len(files["/zips/val.zip"]) + 10, progress=False)
+
+
+def test_sample_source_provides_the_same_layout(tmp_path):
+    out = tmp_path / "raw" / "sample"
+    run(DataConfig(source="sample", sample_dir=str(SAMPLE)), DownloadConfig(), out)
+    assert ann_path(out, "train").read_bytes() == ann_path(SAMPLE, "train").read_bytes()
+    assert len(list((out / "val2017").iterdir())) == 79
+    (out / "val2017" / "extra.jpg").write_bytes(b"x")
+    provide_sample(SAMPLE, out)  # rerun replaces what was there
+    assert not (out / "val2017" / "extra.jpg").exists()
+    with pytest.raises(DownloadError, match="has no 'annotations' folder"):
+        provide_sample(tmp_path / "empty", tmp_path / "o")

@@ -1,0 +1,38 @@
+import pytest
+import yaml
+
+from squatpose import joints
+from squatpose.config import Params, load_params, params_from_dict
+from squatpose.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_joint_table_matches_coco_names():
+    coco17 = yaml.safe_load("""[nose, left_eye, right_eye, left_ear, right_ear, left_shoulder,
+        right_shoulder, left_elbow, right_elbow, left_wrist, right_wrist, left_hip, right_hip,
+        left_knee, right_knee, left_ankle, right_ankle]""")
+    assert tuple(coco17[i] for i in joints.COCO_INDEX) == joints.NAMES
+    for j, name in enumerate(joints.NAMES):
+        mirror = joints.NAMES[joints.FLIP_INDEX[j]]
+        assert mirror == name.replace("left", "x").replace("right", "left").replace("x", "right")
+
+
+def test_repo_params_load_and_match_defaults():
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"crop": {"paddin": 1.3}}, "unknown key 'paddin'"),
+    ({"data": {"source": "imagenet"}}, "data.source is 'imagenet'"),
+    ({"heatmap": {"sigma": "two"}}, "heatmap.sigma: expected a number"),
+    ({"download": {"keep_archives": "yes"}}, "expected true/false"),
+    ({"heatmap": {"width": 50}}, "multiple of the heatmap size"),
+])
+def test_bad_params_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(raw)
+
+
+def test_missing_params_file_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml: not found"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,88 @@
+"""`dvc repro` in a real DVC repository in a temp dir, on the embedded sample, offline."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from squatpose.shards import ShardDataset
+from squatpose.subsets import subset_path
+from tests.conftest import REPO, ann_path, load_json, raw_counts
+
+pytestmark = pytest.mark.slow
+
+
+def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("dvcrepo")
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy2(REPO / name, repo / name)
+    for name in ("stages", "src", "data/sample"):
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    return repo
+
+
+def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
+    first = sh(repo, "dvc", "repro")
+    for stage in ("download", "subsets", "shards@train", "shards@val"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
+    second = sh(repo, "dvc", "repro")
+    assert "Running stage" not in second.stdout
+    assert second.stdout.count("didn't change, skipping") == 4
+
+    counts = load_json(repo / "metrics" / "subsets.json")
+    for split in ("train", "val"):
+        raw = raw_counts(load_json(ann_path(repo / "data" / "sample", split)))
+        assert counts[split]["full"] == raw["full"] and counts[split]["lower60k"] == raw["lower60k"]
+        ds = ShardDataset.from_subset(repo / "data" / "shards" / split,
+                                      subset_path(repo / "data" / "subsets", split, "lower60k"))
+        assert len(ds) == raw["lower60k"] and ds.missing == 0
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert json.dumps(shown).count('"lower60k": 25') == 1
+
+
+def test_a_heatmap_param_reruns_only_the_shards(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["heatmap"]["sigma"] = 3.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = sh(repo, "dvc", "status", "--json").stdout
+    assert sorted(json.loads(status)) == ["shards@train", "shards@val"]
+    out = sh(repo, "dvc", "repro").stdout
+    assert "Running stage 'subsets'" not in out and "Running stage 'shards@val'" in out
+    assert load_json(repo / "data" / "shards" / "val" / "index.json")["heatmap"]["sigma"] == 3.0
+
+
+def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
+    ann = ann_path(repo / "data" / "sample", "val")
+    good = ann.read_bytes()
+    before = {p.name: p.read_bytes() for p in (repo / "data" / "subsets").iterdir()}
+    ann.write_text('{"images": []}')
+    proc = sh(repo, "dvc", "repro", check=False)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() + proc.stdout.splitlines() if l.startswith("error:")]
+    assert errors == ["error: data/raw/sample/annotations/person_keypoints_val2017.json: "
+                      "not COCO keypoints: missing list 'annotations'"]
+    assert "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in (repo / "data" / "subsets").iterdir()} == before
+    assert (repo / "metrics" / "subsets.json").exists()
+    ann.write_bytes(good)
+    sh(repo, "dvc", "repro")
+    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
