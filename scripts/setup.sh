@@ -12,6 +12,10 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "setting up .venv from requirements.lock (first time: a few minutes, ~6 GB with CUDA torch)"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+pip() {  # quiet, without the warnings some machines' pip.conf causes for every package
+  .venv/bin/python -m pip --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+pip install --quiet -r requirements.lock
+pip install --quiet --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"
