@@ -1,6 +1,6 @@
 """Shard read throughput next to the JPEG decode + crop + encode path, on the same persons.
 
-    python benchmarks/shard_read.py [--shards data/shards/val] [--subsets data/subsets] [--split val]
+    python benchmarks/shard_read.py [--split val] [--shards data/shards/sample/val] [--subsets data/subsets/sample]
 
 Prints a table of samples/s, single process, for: the memory-mapped ShardDataset, the same
 through a DataLoader (batch 32), and the path the shards replace (decode the JPEG, warp the
@@ -35,11 +35,12 @@ def timed(fn, n_items: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", default="data/shards/val")
-    parser.add_argument("--subsets", default="data/subsets")
     parser.add_argument("--split", default="val")
+    parser.add_argument("--shards", help="shard folder (default: data/shards/sample/<split>)")
+    parser.add_argument("--subsets", default="data/subsets/sample")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    args.shards = args.shards or f"data/shards/sample/{args.split}"
     torch.set_num_threads(1)
     params = load_params()
     codec = HeatmapCodec.from_config(params.crop, params.heatmap)

@@ -53,18 +53,25 @@ def _write(tmp_path, data, name="bad.json"):
     (lambda d: d["annotations"][3].update(bbox=[1, 2, 3]), "annotation {id3}: bbox is not 4 numbers"),
     (lambda d: d["annotations"][3].update(keypoints=[0] * 50), "annotation {id3}: keypoints is not 17"),
     (lambda d: d["annotations"][3].update(image_id=-5), "annotation {id3}: image_id not in 'images'"),
-    (lambda d: d["images"][0].pop("width"), "needs id, file_name, width, height"),
+    (lambda d: d["images"][0].pop("width"), "needs an integer id, a file_name string"),
+    (lambda d: d["images"][0].update(width="640"), "needs an integer id, a file_name string"),
+    (lambda d: d["images"][0].update(id=[1]), "needs an integer id, a file_name string"),
+    (lambda d: d["images"][0].update(file_name=7), "needs an integer id, a file_name string"),
+    (lambda d: d["images"].append(dict(d["images"][0])), "image ids are not unique"),
+    (lambda d: d["annotations"][3].pop("category_id"), "annotation {id3}: no integer category_id"),
+    (lambda d: d["annotations"][3].update(id=d["annotations"][2]["id"]),
+     "annotation {id2}: id used twice"),
 ])
 def test_malformed_annotation_files_stop_with_one_line_naming_file_and_record(tmp_path, mutate, message):
     data = load_json(ann_path(SAMPLE, "val"))
-    id3 = data["annotations"][3]["id"]
+    id2, id3 = data["annotations"][2]["id"], data["annotations"][3]["id"]
     result = mutate(data)
     path = _write(tmp_path, result if isinstance(result, str) else data)
     with pytest.raises(AnnotationError) as e:
         load_coco(path)
     text = str(e.value)
     assert text.startswith(str(path)) and "\n" not in text
-    assert message.format(id3=id3) in text
+    assert message.format(id2=id2, id3=id3) in text
 
 
 def test_missing_annotation_file(tmp_path):

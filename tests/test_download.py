@@ -7,10 +7,11 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from squatpose.config import DataConfig, DownloadConfig
-from squatpose.download import Archive, download_archives, fetch, provide_sample, run
+from squatpose.download import Archive, download_archives, extract, fetch, provide_sample, run
 from squatpose.errors import DownloadError
 from tests.conftest import SAMPLE, ann_path
 
@@ -22,6 +23,7 @@ class Server:
         self.files = files
         self.requests: list[tuple[str, str | None]] = []
         self.cut_after: dict[str, int] = {}  # path -> bytes to send before dropping the connection
+        self.ignore_range = False  # answer every request with the whole file (200)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,9 +37,14 @@ class Server:
                 if body is None:
                     self.send_error(404, "Not Found")
                     return
+                if server.ignore_range:
+                    rng = None
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 if start >= len(body):
-                    self.send_error(416, "Range Not Satisfiable")
+                    self.send_response(416, "Range Not Satisfiable")
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 self.send_response(206 if rng else 200)
                 if rng:
@@ -113,6 +120,41 @@ def test_cut_download_resumes_with_a_range_request(tmp_path, coco_like):
     assert dest.read_bytes() == body and not part.exists()
 
 
+def test_server_that_ignores_range_restarts_from_zero(tmp_path, coco_like):
+    files, _ = coco_like
+    body = files["/zips/val.zip"]
+    dest = tmp_path / "val.zip"
+    (tmp_path / "val.zip.part").write_bytes(b"junk" * 100)  # not a prefix of the file
+    with Server(files) as srv:
+        srv.ignore_range = True
+        fetch(srv.url + "/zips/val.zip", dest, len(body), progress=False)
+        assert srv.requests == [("/zips/val.zip", "bytes=400-")]
+    assert dest.read_bytes() == body
+
+
+def test_416_on_a_whole_part_finishes_and_on_a_foreign_part_deletes_it(tmp_path, coco_like):
+    files, _ = coco_like
+    body = files["/zips/val.zip"]
+    with Server(files) as srv:
+        (tmp_path / "a.zip.part").write_bytes(body)  # complete, but never renamed
+        fetch(srv.url + "/zips/val.zip", tmp_path / "a.zip", len(body), progress=False)
+        assert (tmp_path / "a.zip").read_bytes() == body
+        # a part as long as the server's file, but we expect a longer one: not ours
+        (tmp_path / "b.zip.part").write_bytes(body)
+        with pytest.raises(DownloadError, match=f"bytes \\*/{len(body)}.*deleted it"):
+            fetch(srv.url + "/zips/val.zip", tmp_path / "b.zip", len(body) + 100, progress=False)
+        assert not (tmp_path / "b.zip.part").exists()
+
+
+def test_a_server_file_of_the_wrong_size_is_refused_before_downloading(tmp_path, coco_like):
+    files, _ = coco_like
+    body = files["/zips/val.zip"]
+    (tmp_path / "v.zip.part").write_bytes(body[:100])
+    with Server(files) as srv, pytest.raises(DownloadError, match=f"has {len(body)} bytes, expected"):
+        fetch(srv.url + "/zips/val.zip", tmp_path / "v.zip", len(body) + 10, progress=False)
+    assert (tmp_path / "v.zip.part").stat().st_size == 100  # nothing appended
+
+
 def test_corrupt_archive_is_a_clear_error_and_nothing_is_extracted(tmp_path, coco_like):
     files, archives = coco_like
     bad = bytearray(files["/zips/val.zip"])
@@ -130,6 +172,27 @@ def test_corrupt_archive_is_a_clear_error_and_nothing_is_extracted(tmp_path, coc
     assert not (arch / "val.zip").exists()  # deleted, so that a rerun downloads it afresh
 
 
+def test_any_damage_to_an_archive_is_a_download_error(tmp_path, coco_like):
+    """Random damage to a deflated member raises a CRC error or zlib.error inside zipfile,
+    depending on where it lands: both must be the one clear error, with nothing extracted."""
+    files, archives = coco_like
+    rng = np.random.default_rng(0)
+    good = files["/annotations/ann.zip"]
+    kinds = set()
+    for trial in range(25):
+        bad = bytearray(good)
+        at = int(rng.integers(100, len(good) - 200))
+        bad[at:at + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        archive = tmp_path / f"t{trial}.zip"
+        archive.write_bytes(bytes(bad))
+        with pytest.raises(DownloadError) as e:
+            extract(archive, tmp_path / f"out{trial}", ("annotations",))
+        assert str(e.value).startswith(f"{archive}: not a readable zip") and "\n" not in str(e.value)
+        assert not (tmp_path / f"out{trial}" / "annotations").exists()
+        kinds.add("crc" if "CRC" in str(e.value) else "zlib" if "decompress" in str(e.value) else "other")
+    assert {"crc", "zlib"} <= kinds
+
+
 def test_not_a_zip_at_all(tmp_path, coco_like):
     files, archives = coco_like
     files["/zips/val.zip"] = b"<html>login required</html>".ljust(len(files["/zips/val.zip"]), b" ")
@@ -144,12 +207,6 @@ def test_http_404_is_a_clear_error(tmp_path, coco_like):
         with pytest.raises(DownloadError, match=r"/zips/train.zip: HTTP 404"):
             download_archives(srv.url, archives, tmp_path / "raw", tmp_path / "dl", progress=False)
     assert not (tmp_path / "raw" / "train2017").exists()
-
-
-def test_wrong_size_is_an_error(tmp_path, coco_like):
-    files, archives = coco_like
-    with Server(files) as srv, pytest.raises(DownloadError, match="expected"):
-        fetch(srv.url + "/zips/val.zip", tmp_path / "v.zip", len(files["/zips/val.zip"]) + 10, progress=False)
 
 
 def test_sample_source_provides_the_same_layout(tmp_path):

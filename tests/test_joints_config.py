@@ -27,6 +27,11 @@ def test_repo_params_load_and_match_defaults():
     ({"heatmap": {"sigma": "two"}}, "heatmap.sigma: expected a number"),
     ({"download": {"keep_archives": "yes"}}, "expected true/false"),
     ({"heatmap": {"width": 50}}, "multiple of the heatmap size"),
+    ({"shards": {"shard_size": 0}}, "shards.shard_size must be at least 1"),
+    ({"shards": {"subset": "lower"}}, "shards.subset must be full, mini or lower60k"),
+    ({"heatmap": {"sigma": 0}}, "heatmap.sigma must be positive"),
+    ({"subsets": {"mini_size": -1}}, "mini_size must not be negative"),
+    ({"shard": {}}, "unknown section 'shard'"),
 ])
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):

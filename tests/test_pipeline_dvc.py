@@ -52,8 +52,8 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     for split in ("train", "val"):
         raw = raw_counts(load_json(ann_path(repo / "data" / "sample", split)))
         assert counts[split]["full"] == raw["full"] and counts[split]["lower60k"] == raw["lower60k"]
-        ds = ShardDataset.from_subset(repo / "data" / "shards" / split,
-                                      subset_path(repo / "data" / "subsets", split, "lower60k"))
+        ds = ShardDataset.from_subset(repo / "data" / "shards" / "sample" / split,
+                                      subset_path(repo / "data" / "subsets" / "sample", split, "lower60k"))
         assert len(ds) == raw["lower60k"] and ds.missing == 0
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     assert json.dumps(shown).count('"lower60k": 25') == 1
@@ -67,13 +67,13 @@ def test_a_heatmap_param_reruns_only_the_shards(repo):
     assert sorted(json.loads(status)) == ["shards@train", "shards@val"]
     out = sh(repo, "dvc", "repro").stdout
     assert "Running stage 'subsets'" not in out and "Running stage 'shards@val'" in out
-    assert load_json(repo / "data" / "shards" / "val" / "index.json")["heatmap"]["sigma"] == 3.0
+    assert load_json(repo / "data" / "shards" / "sample" / "val" / "index.json")["heatmap"]["sigma"] == 3.0
 
 
 def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
     ann = ann_path(repo / "data" / "sample", "val")
     good = ann.read_bytes()
-    before = {p.name: p.read_bytes() for p in (repo / "data" / "subsets").iterdir()}
+    before = {p.name: p.read_bytes() for p in (repo / "data" / "subsets" / "sample").iterdir()}
     ann.write_text('{"images": []}')
     proc = sh(repo, "dvc", "repro", check=False)
     assert proc.returncode != 0
@@ -81,7 +81,7 @@ def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
     assert errors == ["error: data/raw/sample/annotations/person_keypoints_val2017.json: "
                       "not COCO keypoints: missing list 'annotations'"]
     assert "Traceback" not in proc.stderr
-    assert {p.name: p.read_bytes() for p in (repo / "data" / "subsets").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (repo / "data" / "subsets" / "sample").iterdir()} == before
     assert (repo / "metrics" / "subsets.json").exists()
     ann.write_bytes(good)
     sh(repo, "dvc", "repro")

@@ -52,8 +52,16 @@ def _require(cond: bool, path: Path, what: str) -> None:
         raise AnnotationError(f"{path}: not COCO keypoints: {what}")
 
 
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def _is_number_list(x: object, n: int) -> bool:
-    return isinstance(x, list) and len(x) == n and all(isinstance(v, (int, float)) for v in x)
+    return isinstance(x, list) and len(x) == n and all(_is_number(v) for v in x)
 
 
 def load_coco(path: str | Path) -> COCO:
@@ -75,13 +83,20 @@ def load_coco(path: str | Path) -> COCO:
     got = tuple(names[i] for i in joints.COCO_INDEX)
     _require(got == joints.NAMES, path, f"keypoints 11..16 are {got}, expected {joints.NAMES}")
     for img in data["images"]:
-        ok = isinstance(img, dict) and all(k in img for k in ("id", "file_name", "width", "height"))
-        _require(ok, path, f"image {img.get('id') if isinstance(img, dict) else img!r} "
-                           "needs id, file_name, width, height")
-    image_ids = {img["id"] for img in data["images"]}
+        ok = (isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str)
+              and _is_number(img.get("width")) and _is_number(img.get("height")))
+        _require(ok, path, f"image {img.get('id') if isinstance(img, dict) else img!r} needs an "
+                           "integer id, a file_name string and numeric width and height")
+    image_ids = [img["id"] for img in data["images"]]
+    _require(len(set(image_ids)) == len(image_ids), path, "image ids are not unique")
+    image_ids = set(image_ids)
+    ann_ids = set()
     for ann in data["annotations"]:
-        _require(isinstance(ann, dict) and "id" in ann, path, "an annotation has no 'id'")
+        _require(isinstance(ann, dict) and _is_int(ann.get("id")), path, "an annotation has no integer 'id'")
         where = f"annotation {ann['id']}"
+        _require(ann["id"] not in ann_ids, path, f"{where}: id used twice")
+        ann_ids.add(ann["id"])
+        _require(_is_int(ann.get("category_id")), path, f"{where}: no integer category_id")
         _require(ann.get("image_id") in image_ids, path, f"{where}: image_id not in 'images'")
         _require(_is_number_list(ann.get("bbox"), 4), path, f"{where}: bbox is not 4 numbers")
         _require(_is_number_list(ann.get("keypoints"), 51), path,
@@ -152,8 +167,9 @@ def person_records(ann_path: str | Path, images_dir: str | Path) -> tuple[pd.Dat
             kp[outside] = 0
             if not (kp[:, 2] > 0).any():
                 continue
+        area = float(ann.get("area", w * h))  # COCO's segment area; OKS scales by it
         rows.append((ann["id"], img["id"], str(image_path), img["width"], img["height"],
-                     x, y, w, h, kp))
+                     x, y, w, h, area, kp))
     report.persons = len(rows)
     table = _to_table(rows)
     return table, report
@@ -162,11 +178,12 @@ def person_records(ann_path: str | Path, images_dir: str | Path) -> tuple[pd.Dat
 def _to_table(rows: list[tuple]) -> pd.DataFrame:
     """The person table, sorted by (image_id, ann_id), keypoints as flat columns."""
     meta = ["ann_id", "image_id", "image_path", "width", "height",
-            "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+            "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area"]
     table = pd.DataFrame([r[:-1] for r in rows], columns=meta)
     table = table.astype({"ann_id": "int64", "image_id": "int64", "image_path": "string",
                           "width": "int32", "height": "int32", "bbox_x": "float32",
-                          "bbox_y": "float32", "bbox_w": "float32", "bbox_h": "float32"})
+                          "bbox_y": "float32", "bbox_w": "float32", "bbox_h": "float32",
+                          "area": "float32"})
     kp = np.stack([r[-1] for r in rows]) if rows else np.zeros((0, joints.NUM_JOINTS, 3), np.float32)
     for name, values in joints.keypoints_to_columns(kp).items():
         table[name] = values

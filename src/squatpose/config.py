@@ -58,6 +58,48 @@ class ShardsConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of one architecture (params.yaml `models.<name>`)."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class RowConfig:
+    """One row of the results table (params.yaml `rows.<name>`): an architecture on a subset."""
+
+    model: str = "resnet18"
+    subset: str = "mini"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    weight_decay: float = 1e-4
+    workers: int = 0  # DataLoader worker processes
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    amp: bool = True  # mixed precision on CUDA
+    log_checkpoint: bool = False  # also store the weights as an MLflow artifact
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 32
+    quarter_shift: bool = True
+    flip_test: bool = False
+    figure_persons: int = 16
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = ""  # empty: sqlite:///<repo>/mlflow.db
+    experiment: str = "squatpose"
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
@@ -65,6 +107,17 @@ class Params:
     crop: CropConfig = field(default_factory=CropConfig)
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    model: str = "resnet18"  # the headline model of metrics/metrics.json
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    rows: dict[str, RowConfig] = field(default_factory=dict)
+
+    def row(self, name: str) -> RowConfig:
+        if name not in self.rows:
+            raise ConfigError(f"params.yaml: no row {name!r} under rows (rows: {', '.join(self.rows)})")
+        return self.rows[name]
 
 
 def _section(cls: type, values: dict[str, Any] | None, where: str) -> Any:
@@ -91,18 +144,52 @@ def _section(cls: type, values: dict[str, Any] | None, where: str) -> Any:
     return cls(**out)
 
 
+def _named(cls: type, values: Any, where: str) -> dict[str, Any]:
+    """A mapping of name -> dataclass `cls` (params.yaml `models` and `rows`)."""
+    if not isinstance(values or {}, dict):
+        raise ConfigError(f"{where}: expected a mapping of names")
+    return {str(k): _section(cls, v, f"{where}.{k}") for k, v in (values or {}).items()}
+
+
 def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
-    """Params from an already-parsed params.yaml; sections this package does not use are ignored."""
-    sections = {f.name: f for f in dataclasses.fields(Params)}
-    built = {
-        name: _section(f.default_factory().__class__, raw.get(name), f"{where}: {name}")
-        for name, f in sections.items()
+    """Params from an already-parsed params.yaml; unknown top-level keys are errors."""
+    known = {f.name for f in dataclasses.fields(Params)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    built: dict[str, Any] = {
+        f.name: _section(f.default_factory().__class__, raw.get(f.name), f"{where}: {f.name}")
+        for f in dataclasses.fields(Params) if f.name not in ("model", "models", "rows")
     }
+    built["models"] = _named(ModelConfig, raw.get("models"), f"{where}: models")
+    built["rows"] = _named(RowConfig, raw.get("rows"), f"{where}: rows")
+    built["model"] = str(raw.get("model", "resnet18"))
     params = Params(**built)
+    for name, row in params.rows.items():
+        if row.model not in params.models:
+            raise ConfigError(f"{where}: rows.{name}.model is {row.model!r}, which has no entry under models")
+        if row.subset not in ("full", "mini", "lower60k"):
+            raise ConfigError(f"{where}: rows.{name}.subset is {row.subset!r}; expected full, mini or lower60k")
+    if params.rows and not any(r.model == params.model for r in params.rows.values()):
+        raise ConfigError(f"{where}: model is {params.model!r}, but no row trains it "
+                          f"(rows train: {', '.join(sorted({r.model for r in params.rows.values()}))})")
     if params.data.source not in SOURCES:
         raise ConfigError(
             f"{where}: data.source is {params.data.source!r}; expected one of {', '.join(SOURCES)}"
         )
+    checks = [
+        (params.shards.shard_size >= 1, "shards.shard_size must be at least 1"),
+        (params.shards.workers >= 1, "shards.workers must be at least 1"),
+        (params.shards.subset in ("full", "mini", "lower60k"), "shards.subset must be full, mini or lower60k"),
+        (params.subsets.mini_size >= 0, "subsets.mini_size must not be negative"),
+        (params.heatmap.sigma > 0, "heatmap.sigma must be positive"),
+        (params.crop.padding > 0, "crop.padding must be positive"),
+        (min(params.crop.width, params.crop.height, params.heatmap.width, params.heatmap.height) > 0,
+         "crop and heatmap sizes must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {message}")
     if params.subsets.lower_min_visibility not in (1, 2):
         raise ConfigError(f"{where}: subsets.lower_min_visibility must be 1 or 2")
     if params.crop.width % params.heatmap.width or params.crop.height % params.heatmap.height:

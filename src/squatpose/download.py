@@ -17,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from squatpose.config import DataConfig, DownloadConfig
 from squatpose.errors import DownloadError
 
 CHUNK = 1 << 20
+
+
+class CorruptArchive(DownloadError):
+    """An archive that arrived whole but does not unpack: it is deleted."""
 TIMEOUT_S = 60
 
 
@@ -50,18 +55,26 @@ COCO2017 = (
 )
 
 
-def fetch(url: str, dest: Path, expected_size: int | None = None, progress: bool = True) -> Path:
-    """Download `url` to `dest`, resuming a `dest.part` left by an interrupted run.
+def _server_size(resp: http.client.HTTPResponse, offset: int) -> int | None:
+    """The full size of the file as the server states it (Content-Range total or Content-Length)."""
+    content_range = resp.headers.get("Content-Range", "")
+    if resp.status == 206 and "/" in content_range and not content_range.endswith("/*"):
+        return int(content_range.rsplit("/", 1)[1])
+    if resp.headers.get("Content-Length"):
+        return (offset if resp.status == 206 else 0) + int(resp.headers["Content-Length"])
+    return None
 
-    The file appears at `dest` only when complete (and of `expected_size` bytes, if given).
-    """
+
+def fetch(url: str, dest: Path, expected_size: int, progress: bool = True) -> Path:
+    """Download `url` to `dest` (`expected_size` bytes), resuming a `dest.part` left by an
+    interrupted run. The file appears at `dest` only when complete."""
     dest = Path(dest)
-    if dest.is_file() and (expected_size is None or dest.stat().st_size == expected_size):
+    if dest.is_file() and dest.stat().st_size == expected_size:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
-    if expected_size is not None and offset > expected_size:
+    if offset > expected_size:
         part.unlink()
         offset = 0
     headers = {"User-Agent": "squatpose"}
@@ -70,35 +83,49 @@ def fetch(url: str, dest: Path, expected_size: int | None = None, progress: bool
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset and offset == expected_size:  # the part is already whole
-            part.rename(dest)
-            return dest
+        if e.code == 416 and offset:
+            if offset == expected_size:  # the part is already whole
+                part.rename(dest)
+                return dest
+            part.unlink()  # the server's file is not the one we were resuming
+            raise DownloadError(f"{url}: the server's file is not the one {part} was resuming "
+                                f"({e.headers.get('Content-Range', 'no size given')}); "
+                                "deleted it, run again to download afresh") from None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"{url}: cannot connect ({getattr(e, 'reason', e)})") from None
     with resp:
-        if offset and resp.status != 206:  # the server ignored the range: start over
-            offset = 0
-        total = expected_size
-        if total is None and resp.headers.get("Content-Length"):
-            total = offset + int(resp.headers["Content-Length"])
+        if offset:
+            start = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+            if resp.status != 206 or start != str(offset):  # the range was ignored: start over
+                offset = 0
+        size = _server_size(resp, offset)
+        if size is not None and size != expected_size:
+            raise DownloadError(f"{url}: the server's file has {size} bytes, expected {expected_size}")
         with open(part, "ab" if offset else "wb") as f, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            total=expected_size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
             desc=dest.name, disable=not progress,
         ) as bar:
-            try:
-                while chunk := resp.read(CHUNK):
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    raise DownloadError(f"{url}: connection lost after {f.tell()} bytes ({e}); "
+                                        "run again to resume") from None
+                if not chunk:
+                    break
+                try:
                     f.write(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as e:
-                raise DownloadError(f"{url}: connection lost after {f.tell()} bytes ({e}); "
-                                    "run again to resume") from None
-    size = part.stat().st_size
-    if expected_size is not None and size != expected_size:
-        if size > expected_size:
+                except OSError as e:
+                    raise DownloadError(f"{part}: cannot write ({e.strerror}); "
+                                        "free some space and run again to resume") from None
+                bar.update(len(chunk))
+    got = part.stat().st_size
+    if got != expected_size:
+        if got > expected_size:
             part.unlink()
-        raise DownloadError(f"{url}: got {size} bytes, expected {expected_size}"
-                            + ("; run again to resume" if size < expected_size else ""))
+        raise DownloadError(f"{url}: got {got} bytes, expected {expected_size}"
+                            + ("; run again to resume" if got < expected_size else ""))
     part.rename(dest)
     return dest
 
@@ -111,7 +138,7 @@ def extract(archive: Path, out_dir: Path, top_dirs: tuple[str, ...]) -> None:
                 tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir) as tmp:
             members = [m for m in z.namelist() if m.split("/", 1)[0] in top_dirs]
             if not members:
-                raise DownloadError(f"{archive}: holds none of {', '.join(top_dirs)}")
+                raise CorruptArchive(f"{archive}: holds none of {', '.join(top_dirs)}")
             for member in tqdm(members, desc=f"extract {archive.name}", unit="file",
                                disable=len(members) < 1000):
                 z.extract(member, tmp)  # reading checks each member's CRC
@@ -120,8 +147,11 @@ def extract(archive: Path, out_dir: Path, top_dirs: tuple[str, ...]) -> None:
                 if target.exists():
                     shutil.rmtree(target)
                 (Path(tmp) / top).rename(target)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-        raise DownloadError(f"{archive}: not a readable zip ({e})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, NotImplementedError) as e:
+        raise CorruptArchive(f"{archive}: not a readable zip ({e})") from None
+    except OSError as e:
+        raise DownloadError(f"{archive}: cannot extract into {out_dir} ({e.strerror}); "
+                            "free some space and run again") from None
 
 
 def _marker(out_dir: Path, archive: Archive) -> Path:
@@ -141,7 +171,7 @@ def download_archives(base_url: str, archives: tuple[Archive, ...], out_dir: str
         path = fetch(f"{base_url.rstrip('/')}/{a.url_path}", archives_dir / a.name, a.size, progress)
         try:
             extract(path, out_dir, a.top_dirs)
-        except DownloadError as e:
+        except CorruptArchive as e:
             path.unlink()  # a bad copy: the next run downloads it afresh
             raise DownloadError(f"{e}; deleted it, run again to download it afresh") from None
         marker.write_text(json.dumps({"archive": a.name, "size": a.size}) + "\n")

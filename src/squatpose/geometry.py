@@ -20,23 +20,15 @@ def box_center_size(bboxes: np.ndarray, aspect: float, padding: float) -> tuple[
     return center, np.stack([w, h], axis=1) * padding
 
 
-def crop_affine(center: np.ndarray, size: np.ndarray, out_w: int, out_h: int,
-                rotation_deg: np.ndarray | float = 0.0) -> np.ndarray:
-    """(N, 2, 3) matrices mapping image points to crop points.
-
-    The region of `size` (w, h) around `center`, turned by `rotation_deg` (counter-clockwise
-    in the image), fills an `out_w` x `out_h` crop.
-    """
+def crop_affine(center: np.ndarray, size: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """(N, 2, 3) matrices mapping image points to crop points: the region of `size` (w, h)
+    around `center` fills an `out_w` x `out_h` crop, its centre at the crop's centre."""
     center = np.asarray(center, np.float64).reshape(-1, 2)
     size = np.asarray(size, np.float64).reshape(-1, 2)
-    n = len(center)
     scale = out_w / size[:, 0]  # equals out_h / size[:, 1] when the aspect matches
-    theta = np.deg2rad(np.broadcast_to(np.asarray(rotation_deg, np.float64), (n,)))
-    cos, sin = np.cos(theta) * scale, np.sin(theta) * scale
-    m = np.zeros((n, 2, 3))
-    m[:, 0, 0], m[:, 0, 1] = cos, sin
-    m[:, 1, 0], m[:, 1, 1] = -sin, cos
-    m[:, :, 2] = np.array([out_w / 2, out_h / 2]) - np.einsum("nij,nj->ni", m[:, :, :2], center)
+    m = np.zeros((len(center), 2, 3))
+    m[:, 0, 0] = m[:, 1, 1] = scale
+    m[:, :, 2] = np.array([out_w / 2, out_h / 2]) - scale[:, None] * center
     return m
 
 

@@ -16,9 +16,16 @@ STD = (0.229, 0.224, 0.225)
 def read_image(path: str | Path) -> np.ndarray:
     """The image at `path` as (H, W, 3) uint8 RGB; `ImageError` naming the file otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: image not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: image not found") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read image ({e.strerror})") from None
+    # OpenCV decodes a cut-off JPEG without an error, filling the rest with grey: refuse it.
+    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-1024:]:
+        raise ImageError(f"{path}: cannot decode image (truncated JPEG: no end marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"{path}: cannot decode image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

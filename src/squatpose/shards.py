@@ -14,12 +14,14 @@ Shard k holds persons [k * shard_size, (k + 1) * shard_size) of the table, so an
 run finds its finished shards by fingerprint and builds only the rest.
 """
 
+import functools
 import hashlib
+import importlib
 import json
 import logging
 import multiprocessing as mp
-import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,6 +44,8 @@ from squatpose.imaging import crops_to_tensor, read_image
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+CODE_MODULES = ("squatpose.shards", "squatpose.codec", "squatpose.coco", "squatpose.geometry",
+                "squatpose.imaging", "squatpose.joints")
 ARRAYS = ("images", "heatmaps", "weights", "kp_crop", "crop_to_image", "ann_ids")
 
 
@@ -57,10 +61,19 @@ def crop_persons(table: pd.DataFrame, crop: CropConfig) -> tuple[np.ndarray, np.
     return m, kp_crop.astype(np.float32)
 
 
-def fingerprint(rows: pd.DataFrame, crop: CropConfig, heatmap: HeatmapConfig) -> str:
-    """Hash of a shard's inputs (annotations, image paths) and settings: equal means reusable."""
+@functools.cache
+def code_hash() -> str:
+    """Hash of the source of every module that shapes a shard: edit one, and shards rebuild."""
     h = hashlib.sha1()
-    h.update(json.dumps([FORMAT_VERSION, asdict(crop), asdict(heatmap)]).encode())
+    for name in CODE_MODULES:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(rows: pd.DataFrame, crop: CropConfig, heatmap: HeatmapConfig) -> str:
+    """Hash of a shard's inputs (annotations, image paths), settings and code: equal means reusable."""
+    h = hashlib.sha1()
+    h.update(json.dumps([FORMAT_VERSION, code_hash(), asdict(crop), asdict(heatmap)]).encode())
     h.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
@@ -104,11 +117,13 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
 
 
 def _shard_done(path: Path, fp: str) -> bool:
+    """A finished shard of these inputs; one with skipped persons is retried (the image may be fixed)."""
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("fingerprint") == fp and all((path / f"{a}.npy").is_file() for a in ARRAYS)
+    return (meta.get("fingerprint") == fp and not meta.get("skipped")
+            and all((path / f"{a}.npy").is_file() for a in ARRAYS))
 
 
 def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, heatmap: HeatmapConfig,
@@ -138,9 +153,10 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, hea
                disable=not progress)
     persons = {t[1]: len(t[2]) for t in todo}
     if workers > 1 and len(todo) > 1:
-        with mp.get_context("spawn").Pool(min(workers, len(todo))) as pool:
-            for name, _, _ in pool.imap_unordered(_build_shard, todo):
-                bar.update(persons[name])
+        # A worker that dies (out of memory, say) raises BrokenProcessPool here instead of hanging.
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(_build_shard, t) for t in todo]):
+                bar.update(persons[future.result()[0]])
     else:
         for task in todo:
             _build_shard(task)

@@ -14,12 +14,6 @@ SUBSETS = ("full", "mini", "lower60k")
 SPLITS = ("train", "val")
 
 
-def full(records: pd.DataFrame) -> pd.DataFrame:
-    """Every person with at least one of the six joints labeled (v > 0)."""
-    v = keypoints_from_table(records)[:, :, 2]
-    return records[(v > 0).any(axis=1)].reset_index(drop=True)
-
-
 def lower(records: pd.DataFrame, min_visibility: int = 1) -> pd.DataFrame:
     """Persons with all six joints at visibility >= `min_visibility` (1: labeled, 2: visible)."""
     v = keypoints_from_table(records)[:, :, 2]
@@ -35,12 +29,15 @@ def mini(full_table: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
 
 
 def make_subsets(records: pd.DataFrame, cfg: SubsetsConfig) -> dict[str, pd.DataFrame]:
-    """All subsets of one split."""
-    f = full(records)
+    """All subsets of one split's person records.
+
+    `full` is the records themselves: `person_records` keeps exactly the persons with at least
+    one of the six joints labeled (v > 0).
+    """
     return {
-        "full": f,
-        "mini": mini(f, cfg.mini_size, cfg.seed),
-        "lower60k": lower(f, cfg.lower_min_visibility),
+        "full": records,
+        "mini": mini(records, cfg.mini_size, cfg.seed),
+        "lower60k": lower(records, cfg.lower_min_visibility),
     }
 
 
@@ -65,8 +62,6 @@ def write_subsets(raw_dir: str | Path, out_dir: str | Path, metrics_path: str | 
             for name, table in tables.items():
                 table.to_parquet(subset_path(tmp, split, name), index=False)
             counts[split] = {name: len(t) for name, t in tables.items()}
-            counts[split]["crowd_ignored"] = report.crowd_ignored
-            counts[split]["skipped"] = dict(report.skipped)
-            counts[split]["joints_outside_image_dropped"] = report.joints_outside_image
+            counts[split].update(report.as_dict())
     write_json(metrics_path, counts)
     return counts
