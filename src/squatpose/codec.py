@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from squatpose.config import CropConfig, HeatmapConfig
+from squatpose.joints import FLIP_INDEX
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,27 @@ class HeatmapCodec:
         if as_numpy:
             return kp.numpy(), conf.numpy()
         return kp, conf
+
+    def flip_back(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """Heatmaps (N, 6, h, w) predicted for horizontally flipped crops, in the unflipped frame.
+
+        Mirrors them, swaps left and right joints, and shifts them right by the sub-pixel offset
+        between mirroring the crop (x -> crop_w - 1 - x) and mirroring the grid (j -> w - 1 - j):
+        (crop_w - 1) / stride - (w - 1) = 0.75 heatmap pixels for 192 -> 48, by linear interpolation.
+        """
+        hm = torch.flip(heatmaps, dims=[-1])[:, list(FLIP_INDEX)]
+        offset = (self.crop_w - 1) / self.stride - (self.heatmap_w - 1)
+        whole = int(np.floor(offset))
+        frac = offset - whole
+
+        def shift(x: torch.Tensor, d: int) -> torch.Tensor:  # out[..., j] = x[..., j - d], zero-filled
+            if d == 0:
+                return x
+            out = torch.zeros_like(x)
+            if d > 0:
+                out[..., d:] = x[..., :-d]
+            else:
+                out[..., :d] = x[..., -d:]
+            return out
+
+        return (1 - frac) * shift(hm, whole) + frac * shift(hm, whole + 1)

@@ -239,6 +239,17 @@ class ShardDataset(Dataset):
             self._maps[key] = np.load(self.dir / self.shard_names[k] / f"{name}.npy", mmap_mode="r")
         return self._maps[key][self.row[i]]
 
+    def gather(self, name: str) -> np.ndarray:
+        """Stored array `name` of every selected sample, in dataset order."""
+        out = None
+        for k in np.unique(self.shard):
+            pos = np.flatnonzero(self.shard == k)
+            values = np.load(self.dir / self.shard_names[k] / f"{name}.npy", mmap_mode="r")[self.row[pos]]
+            if out is None:
+                out = np.empty((len(self),) + values.shape[1:], values.dtype)
+            out[pos] = values
+        return out if out is not None else np.zeros((0,))
+
     def __getitem__(self, i: int) -> dict:
         return {
             "image": crops_to_tensor(np.array(self.array("images", i))),

@@ -1,0 +1,120 @@
+"""A model over a validation shard set -> keypoints in original image pixels -> metrics and figures."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from squatpose import joints
+from squatpose.atomic import write_json
+from squatpose.codec import HeatmapCodec
+from squatpose.coco import bboxes_from_table
+from squatpose.config import Params
+from squatpose.geometry import apply_affine
+from squatpose.loss import JointsMSELoss
+from squatpose.metrics import knee_angle_error, oks_ap, pck
+from squatpose.shards import ShardDataset
+from squatpose.subsets import subset_path
+from squatpose.viz import heatmap_panels, keypoint_grid, write_png
+
+
+@dataclass
+class Predictions:
+    kp_crop: np.ndarray  # (N, 6, 2) crop pixels
+    confidence: np.ndarray  # (N, 6) heatmap peaks
+    loss: float  # mean JointsMSELoss over the samples
+    heatmaps: np.ndarray  # (n_keep, 6, h, w) of the first samples, for figures
+
+
+@torch.no_grad()
+def predict(model: nn.Module, ds: ShardDataset, codec: HeatmapCodec, batch_size: int = 32,
+            flip_test: bool = False, quarter_shift: bool = True, keep_heatmaps: int = 0,
+            device: str | torch.device = "cpu") -> Predictions:
+    """Run `model` over `ds` in eval mode; heatmaps averaged with the flipped crop's if `flip_test`."""
+    was_training = model.training
+    model.eval()
+    criterion = JointsMSELoss()
+    kps, confs, kept, total, n = [], [], [], 0.0, 0
+    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
+        image = batch["image"].to(device)
+        out = model(image).float()
+        loss = criterion(out, batch["target"].to(device), batch["target_weight"].to(device))
+        total += float(loss) * len(image)
+        n += len(image)
+        if flip_test:
+            out = (out + codec.flip_back(model(torch.flip(image, dims=[3])).float())) / 2
+        kp, conf = codec.decode(out.cpu(), quarter_shift=quarter_shift)
+        kps.append(kp.numpy())
+        confs.append(conf.numpy())
+        if sum(len(k) for k in kept) < keep_heatmaps:
+            kept.append(out.cpu().numpy())
+    model.train(was_training)
+    heatmaps = np.concatenate(kept)[:keep_heatmaps] if kept else np.zeros((0,))
+    return Predictions(np.concatenate(kps) if kps else np.zeros((0, joints.NUM_JOINTS, 2)),
+                       np.concatenate(confs) if confs else np.zeros((0, joints.NUM_JOINTS)),
+                       total / max(n, 1), heatmaps)
+
+
+def aligned_table(ds: ShardDataset, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a person table in the dataset's order."""
+    return table.set_index("ann_id").loc[ds.ann_ids].reset_index()
+
+
+def accuracy(pred: Predictions, ds: ShardDataset, table: pd.DataFrame) -> dict:
+    """PCK@0.05/0.1 (overall, per joint), OKS AP and knee-angle error in original image pixels."""
+    table = aligned_table(ds, table)
+    kp_img = apply_affine(ds.gather("crop_to_image"), pred.kp_crop)
+    gt = joints.keypoints_from_table(table)
+    boxes = bboxes_from_table(table)
+    p05, p10 = pck(kp_img, gt, boxes, 0.05), pck(kp_img, gt, boxes, 0.1)
+    return {
+        "pck@0.05": p05.pop("overall"),
+        "pck@0.1": p10.pop("overall"),
+        "pck@0.05_joints": p05,
+        "pck@0.1_joints": p10,
+        **oks_ap(gt, boxes, table["area"].to_numpy(), table["image_id"].to_numpy(), kp_img, pred.confidence),
+        "knee_angle": knee_angle_error(kp_img, gt),
+    }
+
+
+def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, shards_dir: str | Path,
+                 subsets_dir: str | Path, figures_dir: str | Path | None = None,
+                 device: str | torch.device = "cpu") -> dict:
+    """Metrics of a trained row on its validation subset (the val split of its subset)."""
+    row = params.row(row_name)
+    cfg = params.evaluate
+    table_path = subset_path(subsets_dir, "val", row.subset)
+    ds = ShardDataset.from_subset(shards_dir, table_path)
+    codec = HeatmapCodec.from_config(params.crop, params.heatmap)
+    pred = predict(model, ds, codec, cfg.batch_size, cfg.flip_test, cfg.quarter_shift,
+                   keep_heatmaps=cfg.figure_persons, device=device)
+    table = pd.read_parquet(table_path)
+    metrics = {
+        "row": row_name, "model": row.model, "subset": row.subset, "val_persons": len(ds),
+        "val_loss": pred.loss, **accuracy(pred, ds, table),
+        "params": meta.get("params"), "macs": meta.get("macs"),
+        "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
+        "train_persons": meta.get("train_persons"),
+        "flip_test": cfg.flip_test, "quarter_shift": cfg.quarter_shift,
+    }
+    if figures_dir is not None and len(ds):
+        write_figures(Path(figures_dir), ds, pred, aligned_table(ds, table), cfg.figure_persons)
+    return metrics
+
+
+def write_figures(out: Path, ds: ShardDataset, pred: Predictions, table: pd.DataFrame, n: int) -> None:
+    """A grid of val crops with predicted (red) and ground-truth (green) joints, and one crop
+    with its six predicted heatmaps overlaid."""
+    n = min(n, len(ds))
+    crops = np.stack([np.array(ds.array("images", i)) for i in range(n)])
+    kp_crop_gt = np.stack([np.array(ds.array("kp_crop", i)) for i in range(n)])
+    write_png(out / "predictions.png", keypoint_grid(crops, pred.kp_crop[:n], kp_crop_gt))
+    write_png(out / "heatmaps.png", heatmap_panels(crops[0], pred.heatmaps[0]))
+
+
+def write_metrics(path: str | Path, metrics: dict) -> None:
+    write_json(path, metrics)

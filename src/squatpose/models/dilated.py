@@ -1,0 +1,43 @@
+"""A small dilated CNN that stays at heatmap resolution: a 7x7 stride-2 conv (64 x 128 x 96),
+down to 64 x 48, residual blocks with dilation 1, 2, 4, 1, a 3x3 conv and a 1x1 conv to heatmaps."""
+
+from torch import nn
+
+from squatpose.models.backbone import init_head
+
+
+def conv_bn(in_ch: int, out_ch: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, k, stride, padding=dilation * (k // 2), dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class DilatedBlock(nn.Module):
+    """Two 3x3 convolutions with the same dilation and a skip connection."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.conv1 = conv_bn(channels, channels, 3, dilation=dilation)
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(x + self.conv2(self.conv1(x)))
+
+
+class DilatedNet(nn.Module):
+    def __init__(self, pretrained: bool = False, num_joints: int = 6, channels: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, channels, 7, stride=2), nn.MaxPool2d(3, 2, 1))
+        self.blocks = nn.Sequential(*(DilatedBlock(channels, d) for d in (1, 2, 4, 1)))
+        self.neck = conv_bn(channels, channels, 3)
+        self.head = nn.Conv2d(channels, num_joints, 1)
+        init_head(self.head)
+
+    def forward(self, x):
+        return self.head(self.neck(self.blocks(self.stem(x))))

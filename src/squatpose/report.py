@@ -1,0 +1,61 @@
+"""The results table: one row per model and subset, from the evaluation metrics of each row."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from squatpose.atomic import atomic_path, write_json
+from squatpose.config import Params
+from squatpose.errors import SquatposeError
+from squatpose.joints import NAMES
+
+SHORT = {"left_hip": "LHip", "right_hip": "RHip", "left_knee": "LKnee", "right_knee": "RKnee",
+         "left_ankle": "LAnk", "right_ankle": "RAnk"}
+
+
+def results_table(params: Params, metrics_dir: str | Path) -> pd.DataFrame:
+    """The table of every row in params.yaml, in their order."""
+    records = []
+    for name in params.rows:
+        path = Path(metrics_dir) / f"{name}.json"
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SquatposeError(f"{path}: no metrics for row {name} ({e})") from None
+        rec = {"row": name, "model": m["model"], "subset": m["subset"], "train_persons": m["train_persons"],
+               "val_persons": m["val_persons"], "epochs": m["epochs"], "val_loss": m["val_loss"],
+               "pck@0.05": m["pck@0.05"], "pck@0.1": m["pck@0.1"]}
+        rec.update({f"pck@0.05 {SHORT[j]}": m["pck@0.05_joints"][j] for j in NAMES})
+        rec.update({"AP": m["ap"], "knee angle MAE L (deg)": m["knee_angle"]["left_mae_deg"],
+                    "knee angle MAE R (deg)": m["knee_angle"]["right_mae_deg"],
+                    "params (M)": m["params"] / 1e6, "GMACs": m["macs"] / 1e9,
+                    "train time (s)": m["train_time_s"]})
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub table; floats to 3 decimals (times and counts to 1)."""
+    def fmt(col: str, v) -> str:
+        if isinstance(v, float):
+            return f"{v:.1f}" if col in ("train time (s)", "params (M)", "GMACs") or "deg" in col else f"{v:.3f}"
+        return str(v)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(fmt(c, v) for c, v in zip(table.columns, row)) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(params: Params, metrics_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """results.md, results.csv and the headline metrics.json (the first row of `params.model`)."""
+    out_dir = Path(out_dir)
+    table = results_table(params, metrics_dir)
+    with atomic_path(out_dir / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "results.md") as tmp:
+        tmp.write_text(f"Results on `{params.data.source}` (val split of each row's subset)\n\n"
+                       + to_markdown(table))
+    headline = next(name for name, row in params.rows.items() if row.model == params.model)
+    write_json(out_dir / "metrics.json", json.loads((Path(metrics_dir) / f"{headline}.json").read_text()))
+    return table

@@ -1,0 +1,83 @@
+"""MLflow: where runs are stored and what each training run records.
+
+Runs go to one store per project, `sqlite:///<repo>/mlflow.db` with artifacts in
+`<repo>/mlartifacts/`, found by absolute path, also from the copies of the repository that
+`dvc exp run --temp` and `--queue` work in (`<repo>/.dvc/tmp/exps/...`). `MLFLOW_TRACKING_URI`
+or `mlflow.tracking_uri` in params.yaml point elsewhere. See them with
+`mlflow ui --backend-store-uri sqlite:///mlflow.db`.
+"""
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from squatpose.config import MlflowConfig
+
+EXPS_DIR = os.path.join(".dvc", "tmp", "exps")
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The project root; from inside a DVC experiment's temporary copy, the original's root."""
+    path = Path(start or Path.cwd()).resolve()
+    text = str(path)
+    marker = os.sep + EXPS_DIR + os.sep
+    return Path(text.split(marker)[0]) if marker in text else path
+
+
+def tracking_uri(cfg: MlflowConfig) -> str:
+    """Where runs are stored: $MLFLOW_TRACKING_URI, params' mlflow.tracking_uri, or the repo's sqlite file."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def git_commit() -> str:
+    """The commit the code runs at (with '+dirty' for uncommitted changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def experiment_id(cfg: MlflowConfig) -> str:
+    """Point MLflow at the store and return the experiment's id, creating it (and its artifact
+    folder beside the store) the first time."""
+    import mlflow
+
+    for name in ("alembic", "mlflow"):  # schema migrations and store chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
+
+
+def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, artifacts: list[str | Path],
+                   checkpoint: str | Path | None = None) -> None:
+    """Add a row's final metrics and its files to the training run it came from."""
+    import mlflow
+
+    experiment_id(cfg)
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float))})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[key] = value
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"final.{k.replace('@', '_at_')}": float(v) for k, v in flat.items()})
+        for path in artifacts:
+            path = Path(path)
+            if path.is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=path.name)
+            elif path.is_file():
+                mlflow.log_artifact(str(path))
+        if checkpoint:
+            mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
