@@ -33,20 +33,33 @@ def repo(tmp_path_factory) -> Path:
         shutil.copy2(REPO / name, repo / name)
     for name in ("stages", "src", "data/sample"):
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    # one epoch per architecture: this tests the pipeline, not learning
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for cfg in params["models"].values():
+        cfg["epochs"] = 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     return repo
+
+
+STAGES = ["download", "subsets", "shards@train", "shards@val", "report"] + [
+    f"{stage}@{row}" for stage in ("train", "evaluate")
+    for row in ("resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k", "dilated-lower60k",
+                "resnet18_fpn_attn-lower60k")]
 
 
 def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     first = sh(repo, "dvc", "repro")
-    for stage in ("download", "subsets", "shards@train", "shards@val"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in first.stdout
     assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
     second = sh(repo, "dvc", "repro")
     assert "Running stage" not in second.stdout
-    assert second.stdout.count("didn't change, skipping") == 4
+    assert second.stdout.count("didn't change, skipping") == len(STAGES)
 
     counts = load_json(repo / "metrics" / "subsets.json")
     for split in ("train", "val"):
@@ -58,16 +71,36 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     assert json.dumps(shown).count('"lower60k": 25') == 1
 
+    # the results table: a row per model and subset, metrics that are numbers
+    import pandas as pd
+    table = pd.read_csv(repo / "metrics" / "results.csv")
+    assert table["row"].tolist() == ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k",
+                                     "dilated-lower60k", "resnet18_fpn_attn-lower60k"]
+    assert table["pck@0.05"].between(0, 1).all() and (table["params (M)"] > 0).all()
+    assert table.loc[table["subset"] == "lower60k", "val_persons"].eq(22).all()
+    assert "| resnet18-mini | resnet18 | mini |" in (repo / "metrics" / "results.md").read_text()
+    headline = load_json(repo / "metrics" / "metrics.json")
+    assert headline["row"] == "resnet18-mini" and headline == load_json(repo / "metrics" / "rows" / "resnet18-mini.json")
+    for row in table["row"]:
+        assert (repo / "metrics" / "figures" / row / "predictions.png").stat().st_size > 10_000
+        assert len((repo / "metrics" / "history" / f"{row}.csv").read_text().splitlines()) == 2
+    # every training run is in the repo's MLflow store
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("squatpose").experiment_id])
+    assert sorted(r.data.tags["row"] for r in runs) == sorted(table["row"])
+    assert all("final.pck_at_0.05" in r.data.metrics for r in runs)
+    plots = sh(repo, "dvc", "plots", "show", "-o", "plots_out")
+    assert (repo / "plots_out" / "index.html").is_file(), plots.stdout
 
-def test_a_heatmap_param_reruns_only_the_shards(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["heatmap"]["sigma"] = 3.0
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = sh(repo, "dvc", "status", "--json").stdout
-    assert sorted(json.loads(status)) == ["shards@train", "shards@val"]
-    out = sh(repo, "dvc", "repro").stdout
-    assert "Running stage 'subsets'" not in out and "Running stage 'shards@val'" in out
-    assert load_json(repo / "data" / "shards" / "sample" / "val" / "index.json")["heatmap"]["sigma"] == 3.0
+
+def test_exp_run_switches_the_headline_model_without_retraining(repo):
+    out = sh(repo, "dvc", "exp", "run", "-S", "model=dilated").stdout
+    assert "Running stage 'report'" in out
+    assert "Running stage 'train" not in out and "Running stage 'evaluate" not in out
+    assert load_json(repo / "metrics" / "metrics.json")["row"] == "dilated-lower60k"
+    shown = sh(repo, "dvc", "exp", "show", "--json").stdout
+    assert "dilated-lower60k" in shown
 
 
 def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
@@ -86,3 +119,16 @@ def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
     ann.write_bytes(good)
     sh(repo, "dvc", "repro")
     assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
+
+
+def test_a_heatmap_param_reruns_only_the_shards(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["heatmap"]["sigma"] = 3.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = sh(repo, "dvc", "status", "--json").stdout
+    assert sorted(json.loads(status)) == ["shards@train", "shards@val"]
+    out = sh(repo, "dvc", "repro", "shards@train", "shards@val").stdout
+    assert "Running stage 'subsets'" not in out and "Running stage 'shards@val'" in out
+    # the training rows now read changed shards: DVC knows they are out of date
+    assert sum(k.startswith("train@") for k in json.loads(sh(repo, "dvc", "status", "--json").stdout)) == 5
+    assert load_json(repo / "data" / "shards" / "sample" / "val" / "index.json")["heatmap"]["sigma"] == 3.0

@@ -81,8 +81,6 @@ def fingerprint(rows: pd.DataFrame, crop: CropConfig, heatmap: HeatmapConfig) ->
 def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
     """Crop, encode and write one shard; returns (name, samples written, skipped persons)."""
     out_dir, name, rows, crop, heatmap = task
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
     codec = HeatmapCodec.from_config(crop, heatmap)
     m, kp_crop = crop_persons(rows, crop)
     images, keep, skipped, cache = [], [], [], {}
@@ -114,6 +112,12 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
                 "skipped": skipped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return name, len(keep), skipped
+
+
+def _one_thread() -> None:
+    """Pool workers: one thread each, so that `workers` processes share the cores evenly."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _shard_done(path: Path, fp: str) -> bool:
@@ -154,7 +158,8 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, hea
     persons = {t[1]: len(t[2]) for t in todo}
     if workers > 1 and len(todo) > 1:
         # A worker that dies (out of memory, say) raises BrokenProcessPool here instead of hanging.
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
             for future in as_completed([pool.submit(_build_shard, t) for t in todo]):
                 bar.update(persons[future.result()[0]])
     else:

@@ -164,7 +164,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 loss_sum += torch.stack([loss.detach().float() * len(image),
                                          torch.tensor(float(len(image)), device=device)])
                 rate = float(loss_sum[1]) * world / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{float(loss):.2e}", samples_per_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
             if world > 1:
                 dist.all_reduce(loss_sum)
             seconds = time.perf_counter() - t0

@@ -38,14 +38,18 @@ def keypoint_grid(crops: np.ndarray, pred: np.ndarray, gt: np.ndarray, cols: int
 
 
 def heatmap_panels(crop: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
-    """One crop repeated with each joint's heatmap (K, h, w) overlaid in colour, named."""
+    """One crop repeated with each joint's heatmap (K, h, w) overlaid in colour, each scaled to
+    its own peak (named with the peak value, the joint's confidence)."""
     h, w = crop.shape[:2]
     panels = []
     for name, hm in zip(NAMES, heatmaps):
-        up = cv2.resize(np.clip(hm, 0, 1).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        peak = float(hm.max())
+        up = cv2.resize(np.clip(hm / max(peak, 1e-6), 0, 1).astype(np.float32), (w, h),
+                        interpolation=cv2.INTER_LINEAR)
         color = cv2.applyColorMap((up * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
         panel = (0.5 * crop + 0.5 * color).astype(np.uint8)
-        cv2.putText(panel, name, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(panel, f"{name} {peak:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (255, 255, 255), 1, cv2.LINE_AA)
         panels.append(panel)
     return np.concatenate(panels, axis=1)
 

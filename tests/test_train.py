@@ -1,0 +1,184 @@
+"""Training on real sample crops: overfitting, resume after a kill, DDP, MLflow."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from squatpose.codec import HeatmapCodec
+from squatpose.config import SubsetsConfig, params_from_dict
+from squatpose.evaluate import Predictions, accuracy
+from squatpose.loss import JointsMSELoss
+from squatpose.models import ARCHITECTURES, build, load_checkpoint
+from squatpose.shards import ShardDataset, write_shards
+from squatpose.subsets import subset_path, write_subsets
+from squatpose.train import train_row
+from squatpose.config import CropConfig, HeatmapConfig
+from tests.conftest import REPO, SAMPLE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Subset tables and shards of the embedded sample, as the pipeline lays them out."""
+    root = tmp_path_factory.mktemp("data")
+    write_subsets(SAMPLE, root / "subsets", root / "subsets.json", SubsetsConfig())
+    for split in ("train", "val"):
+        table = pd.read_parquet(subset_path(root / "subsets", split, "full"))
+        write_shards(table, root / "shards" / split, CropConfig(), HeatmapConfig(), 64, 1, progress=False)
+    return root
+
+
+def make_params(tmp_path: Path, epochs: int = 3, model: str = "dilated", **train) -> dict:
+    raw = {
+        "rows": {"r": {"model": model, "subset": "lower60k"}},
+        "model": model,
+        "models": {model: {"epochs": epochs, "batch_size": 8, "lr": 0.001}},
+        "train": {"seed": 0, **train},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    return raw
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_overfit_one_batch_of_real_crops(name, data):
+    """A few hundred steps on 4 real crops drive the loss near zero and PCK@0.05 to 1."""
+    torch.manual_seed(0)
+    table = pd.read_parquet(subset_path(data / "subsets", "train", "lower60k")).iloc[:4]
+    ds = ShardDataset(data / "shards" / "train", table["ann_id"].to_numpy())
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    model = build(name)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn, codec = JointsMSELoss(), HeatmapCodec()
+    first = None
+    for step in range(1, 401):
+        model.train()
+        opt.zero_grad()
+        loss = loss_fn(model(batch["image"]), batch["target"], batch["target_weight"])
+        loss.backward()
+        opt.step()
+        first = first or loss.item()
+        if step % 25 == 0:
+            model.eval()
+            with torch.no_grad():
+                out = model(batch["image"])
+            kp, conf = codec.decode(out.numpy())
+            m = accuracy(Predictions(kp, conf, 0.0, np.zeros(0)), ds, table)
+            if m["pck@0.05"] == 1.0 and loss.item() < 0.05 * first:
+                break
+    assert m["pck@0.05"] == 1.0, f"{name}: PCK@0.05 {m['pck@0.05']} after {step} steps"
+    assert loss.item() < 0.05 * first, f"{name}: loss {loss.item():.2e} from {first:.2e}"
+
+
+def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+    raw = make_params(tmp_path, epochs=4)
+    params = params_from_dict(raw)
+    straight = train_row("r", params, data / "shards", data / "subsets", tmp_path / "straight",
+                         progress=False, track=False)
+    out = tmp_path / "killed"
+    driver = textwrap.dedent(f"""
+        import yaml
+        from squatpose.config import params_from_dict
+        from squatpose.train import train_row
+        params = params_from_dict(yaml.safe_load(open({str(tmp_path / 'params.yaml')!r})))
+        train_row("r", params, {str(data / 'shards')!r}, {str(data / 'subsets')!r}, {str(out)!r},
+                  progress=False, track=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.pt").exists()
+    done = torch.load(out / "last.pt", weights_only=False)["epoch"] + 1
+    assert 1 <= done < 4
+    resumed = train_row("r", params, data / "shards", data / "subsets", out, progress=False, track=False)
+    a, meta_a = load_checkpoint(straight)
+    b, meta_b = load_checkpoint(resumed)
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), k
+    assert [h["train_loss"] for h in meta_a["history"]] == [h["train_loss"] for h in meta_b["history"]]
+    assert len(meta_b["history"]) == 4
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(data, tmp_path):
+    make_params(tmp_path, epochs=1)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         str(REPO / "stages" / "train.py"), "--row", "r", "--shards", str(data / "shards"),
+         "--subsets", str(data / "subsets"), "--out", str(tmp_path / "ddp")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, meta = load_checkpoint(tmp_path / "ddp" / "model.pt")
+    assert meta["world_size"] == 2
+    assert len(meta["replica_checksums"]) == 2 and len(set(meta["replica_checksums"])) == 1
+    # each rank saw half of the 25 persons (the sampler pads to 26): 13 batches' worth in total
+    assert meta["history"][0]["epoch"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_shows_the_run(data, tmp_path):
+    """Train and evaluate through the stage scripts, then read the run back from `mlflow server`."""
+    make_params(tmp_path, epochs=2)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
+                                       capture_output=True, text=True, timeout=300)
+    p = run(str(REPO / "stages" / "train.py"), "--row", "r", "--shards", str(data / "shards"),
+            "--subsets", str(data / "subsets"), "--out", "ckpt", "--history", "history.csv")
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = run(str(REPO / "stages" / "evaluate.py"), "--row", "r", "--checkpoint", "ckpt/model.pt",
+            "--shards", str(data / "shards" / "val"), "--subsets", str(data / "subsets"),
+            "--metrics", "r.json", "--figures", "fig")
+    assert p.returncode == 0, p.stderr[-3000:]
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+        deadline = time.time() + 90
+        while True:
+            try:
+                exp = client.get_experiment_by_name("squatpose")
+                break
+            except Exception:
+                assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        runs = client.search_runs([exp.experiment_id])
+        assert len(runs) == 1
+        r = runs[0]
+        assert r.data.tags["model"] == "dilated" and r.data.tags["subset"] == "lower60k"
+        assert r.data.tags["git_commit"] != ""
+        assert r.data.params["model.epochs"] == "2" and r.data.params["train.seed"] == "0"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")] == [1, 2]
+        metrics = yaml.safe_load((tmp_path / "r.json").read_text())
+        assert r.data.metrics["final.pck_at_0.05"] == pytest.approx(metrics["pck@0.05"])
+        names = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"r.json", "fig"} <= names
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "fig")} == {"fig/heatmaps.png", "fig/predictions.png"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
