@@ -1,6 +1,7 @@
 """DVC stage `evaluate@<row>`: metrics JSON and figures of one trained row on its val subset."""
 
 import argparse
+from dataclasses import asdict
 
 from squatpose import tracking
 from squatpose.cli import guarded
@@ -25,8 +26,9 @@ def main() -> None:
     metrics = evaluate_row(args.row, params, model, meta, args.shards, args.subsets, args.figures, device)
     write_metrics(args.metrics, metrics)
     if meta.get("mlflow_run_id"):
-        tracking.log_evaluation(params.mlflow, meta["mlflow_run_id"], metrics, [args.metrics, args.figures],
-                                args.checkpoint if params.train.log_checkpoint else None)
+        tracking.log_evaluation(params.mlflow, meta["mlflow_run_id"], metrics, asdict(params.evaluate),
+                                [args.metrics, args.figures],
+                                args.checkpoint if params.mlflow.log_checkpoint else None)
     print(f"{args.row}: PCK@0.05 {metrics['pck@0.05']:.3f}, PCK@0.1 {metrics['pck@0.1']:.3f}, "
           f"AP {metrics['ap']:.3f}, val loss {metrics['val_loss']:.3g}")
 

@@ -18,7 +18,24 @@ def test_joint_table_matches_coco_names():
 
 
 def test_repo_params_load_and_match_defaults():
-    assert load_params(REPO / "params.yaml") == Params()
+    params = load_params(REPO / "params.yaml")
+    defaults = Params()
+    for section in ("data", "download", "subsets", "crop", "heatmap", "shards", "train", "evaluate", "mlflow"):
+        assert getattr(params, section) == getattr(defaults, section), section
+    assert list(params.rows) == ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k",
+                                 "dilated-lower60k", "resnet18_fpn_attn-lower60k"]
+    assert set(params.models) == {"resnet18", "resnet18_fpn", "dilated", "resnet18_fpn_attn"}
+    assert params.model == "resnet18"
+
+
+def test_rows_must_name_a_configured_model_and_subset():
+    base = {"models": {"dilated": {}}, "model": "dilated"}
+    with pytest.raises(ConfigError, match="rows.x.model is 'resnet'"):
+        params_from_dict({**base, "rows": {"x": {"model": "resnet", "subset": "full"}}})
+    with pytest.raises(ConfigError, match="rows.x.subset is 'all'"):
+        params_from_dict({**base, "rows": {"x": {"model": "dilated", "subset": "all"}}})
+    with pytest.raises(ConfigError, match="model is 'resnet18', but no row trains it"):
+        params_from_dict({**base, "model": "resnet18", "rows": {"x": {"model": "dilated"}}})
 
 
 @pytest.mark.parametrize("raw, message", [

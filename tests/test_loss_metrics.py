@@ -97,3 +97,52 @@ def test_oks_ap_drops_for_far_predictions(val_shards):
     assert oks_ap(*args, gt[..., :2], np.ones((len(gt), 6)))["ap"] == pytest.approx(1.0)
     far = gt[..., :2] + boxes[:, None, 2:4]  # a whole box away
     assert oks_ap(*args, far, np.ones((len(gt), 6)))["ap"] == pytest.approx(0.0)
+
+
+class _Oracle(torch.nn.Module):
+    """Answers each crop with its ground-truth heatmaps and each mirrored crop with the heatmaps of
+    the mirrored keypoints: what a perfect, flip-consistent model would predict."""
+
+    def __init__(self, ds, codec):
+        super().__init__()
+        from squatpose.joints import FLIP_INDEX
+
+        kp = ds.gather("kp_crop")
+        mirrored = kp.copy()
+        mirrored[..., 0] = codec.crop_w - 1 - kp[..., 0]
+        mirrored = mirrored[:, list(FLIP_INDEX)]
+        self.images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+        self.plain = torch.from_numpy(codec.encode(kp)[0])
+        self.flipped = torch.from_numpy(codec.encode(mirrored)[0])
+
+    def forward(self, x):
+        flat = self.images.flatten(1)
+        out = []
+        for img in x:
+            hit = (flat == img.flatten()).all(1)
+            if hit.any():
+                out.append(self.plain[hit.nonzero()[0, 0]])
+            else:
+                mirror = (flat == torch.flip(img, dims=[2]).flatten()).all(1)
+                out.append(self.flipped[mirror.nonzero()[0, 0]])
+        return torch.stack(out)
+
+
+def test_predict_with_flip_test_on_a_perfect_model(val_shards):
+    from squatpose.evaluate import predict
+
+    ds, table = val_shards
+    inside = ((ds.gather("weights") > 0) == (joints.keypoints_from_table(table)[:, :, 2] > 0)).all(axis=1)
+    sub = table[inside].reset_index(drop=True).iloc[:12]
+    ds = ShardDataset(ds.dir, sub["ann_id"].to_numpy())
+    codec = HeatmapCodec()
+    oracle = _Oracle(ds, codec)
+    plain = predict(oracle, ds, codec, batch_size=5)
+    flipped = predict(oracle, ds, codec, batch_size=5, flip_test=True)
+    gt = ds.gather("kp_crop")
+    w = ds.gather("weights") > 0
+    err_plain = np.abs(plain.kp_crop - gt[..., :2])[w]
+    err_flip = np.abs(flipped.kp_crop - gt[..., :2])[w]
+    assert err_plain.max() <= 1.0 + 1e-4 and err_flip.max() <= 1.5  # quarter-pixel decoding
+    assert accuracy(flipped, ds, sub)["pck@0.05"] == 1.0
+    assert plain.loss < 1e-6  # the oracle's heatmaps are the targets

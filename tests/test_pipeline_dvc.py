@@ -88,8 +88,11 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("squatpose").experiment_id])
-    assert sorted(r.data.tags["row"] for r in runs) == sorted(table["row"])
-    assert all("final.pck_at_0.05" in r.data.metrics for r in runs)
+    training = [r for r in runs if "evaluation_of" not in r.data.tags]
+    evaluations = [r for r in runs if "evaluation_of" in r.data.tags]
+    assert sorted(r.data.tags["row"] for r in training) == sorted(table["row"])
+    assert all("final.pck_at_0.05" in r.data.metrics and r.info.status == "FINISHED" for r in training)
+    assert sorted(r.data.tags["evaluation_of"] for r in evaluations) == sorted(r.info.run_id for r in training)
     plots = sh(repo, "dvc", "plots", "show", "-o", "plots_out")
     assert (repo / "plots_out" / "index.html").is_file(), plots.stdout
 
@@ -101,6 +104,18 @@ def test_exp_run_switches_the_headline_model_without_retraining(repo):
     assert load_json(repo / "metrics" / "metrics.json")["row"] == "dilated-lower60k"
     shown = sh(repo, "dvc", "exp", "show", "--json").stdout
     assert "dilated-lower60k" in shown
+
+
+def test_an_architectures_hyperparameter_retrains_only_its_rows(repo):
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["models"]["dilated"]["epochs"] = 20
+    params["train"]["workers"] = 2  # not a weight-changing setting: retrains nothing
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        assert sorted(json.loads(sh(repo, "dvc", "status", "--json").stdout)) == ["train@dilated-lower60k"]
+    finally:
+        (repo / "params.yaml").write_text(original)
 
 
 def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):

@@ -113,6 +113,57 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
         assert torch.equal(x, y), k
     assert [h["train_loss"] for h in meta_a["history"]] == [h["train_loss"] for h in meta_b["history"]]
     assert len(meta_b["history"]) == 4
+    # a finished run leaves nothing to resume: when DVC reruns it (code or data changed), it trains
+    assert not (out / "last.pt").exists() and not (tmp_path / "straight" / "last.pt").exists()
+
+
+def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeypatch, caplog):
+    import logging
+    import squatpose.train as train_module
+
+    params = params_from_dict(make_params(tmp_path, epochs=2))
+    real_write = train_module.write_history
+
+    def crash_in_epoch_two(path, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_write(path, history)
+
+    monkeypatch.setattr(train_module, "write_history", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
+                  progress=False, track=False)
+    assert torch.load(tmp_path / "o" / "last.pt", weights_only=False)["epoch"] == 0
+    monkeypatch.setattr(train_module, "write_history", real_write)
+    monkeypatch.setattr(train_module, "source_hash", lambda *m: "edited loss.py")
+    with caplog.at_level(logging.INFO, logger="squatpose.train"):
+        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
+                  progress=False, track=False)
+    assert "starting afresh" in caplog.text and "resuming" not in caplog.text
+    # and a finished model.pt of the same inputs is kept, not trained again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="squatpose.train"):
+        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", progress=False, track=False)
+    assert "already trained" in caplog.text
+
+
+def test_failed_run_is_marked_failed_in_mlflow(data, tmp_path, monkeypatch):
+    import squatpose.train as train_module
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow exports it; undone after the test
+    params = params_from_dict(make_params(tmp_path, epochs=2))
+
+    def broken(path, history):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train_module, "write_history", broken)
+    with pytest.raises(RuntimeError):
+        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
+                  progress=False)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("squatpose").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
 
 
 def test_ddp_two_cpu_processes_end_with_identical_weights(data, tmp_path):
@@ -128,8 +179,8 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(data, tmp_path):
     _, meta = load_checkpoint(tmp_path / "ddp" / "model.pt")
     assert meta["world_size"] == 2
     assert len(meta["replica_checksums"]) == 2 and len(set(meta["replica_checksums"])) == 1
-    # each rank saw half of the 25 persons (the sampler pads to 26): 13 batches' worth in total
-    assert meta["history"][0]["epoch"] == 1
+    # the two ranks together saw the 25 persons once (the distributed sampler pads to 26), not twice
+    assert meta["history"][0]["samples"] == 26
 
 
 def _free_port() -> int:
@@ -142,6 +193,7 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
     """Train and evaluate through the stage scripts, then read the run back from `mlflow server`."""
     make_params(tmp_path, epochs=2)
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    env.pop("MLFLOW_TRACKING_URI", None)  # params.yaml's store, as in a fresh shell
     run = lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
                                        capture_output=True, text=True, timeout=300)
     p = run(str(REPO / "stages" / "train.py"), "--row", "r", "--shards", str(data / "shards"),
@@ -168,17 +220,23 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
                 assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
         runs = client.search_runs([exp.experiment_id])
-        assert len(runs) == 1
-        r = runs[0]
+        assert len(runs) == 2  # the training run and its evaluation (a child run)
+        r = next(x for x in runs if "evaluation_of" not in x.data.tags)
+        child = next(x for x in runs if "evaluation_of" in x.data.tags)
+        assert child.data.tags["mlflow.parentRunId"] == r.info.run_id == child.data.tags["evaluation_of"]
+        assert child.data.params["evaluate.flip_test"] == "False"
+        assert child.data.metrics["final.pck_at_0.05"] == r.data.metrics["final.pck_at_0.05"]
+        assert r.data.tags["latest_evaluation"] == child.info.run_id
+        assert r.info.status == "FINISHED"
         assert r.data.tags["model"] == "dilated" and r.data.tags["subset"] == "lower60k"
         assert r.data.tags["git_commit"] != ""
         assert r.data.params["model.epochs"] == "2" and r.data.params["train.seed"] == "0"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")] == [1, 2]
         metrics = yaml.safe_load((tmp_path / "r.json").read_text())
         assert r.data.metrics["final.pck_at_0.05"] == pytest.approx(metrics["pck@0.05"])
-        names = {a.path for a in client.list_artifacts(r.info.run_id)}
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"r.json", "fig"} <= names
-        assert {a.path for a in client.list_artifacts(r.info.run_id, "fig")} == {"fig/heatmaps.png", "fig/predictions.png"}
+        assert {a.path for a in client.list_artifacts(child.info.run_id, "fig")} == {"fig/heatmaps.png", "fig/predictions.png"}
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -82,7 +82,6 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     amp: bool = True  # mixed precision on CUDA
-    log_checkpoint: bool = False  # also store the weights as an MLflow artifact
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,7 @@ class EvaluateConfig:
 class MlflowConfig:
     tracking_uri: str = ""  # empty: sqlite:///<repo>/mlflow.db
     experiment: str = "squatpose"
+    log_checkpoint: bool = False  # also store each row's weights in its evaluation run
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,8 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
         raise ConfigError(f"{where}: crop size must be a multiple of the heatmap size")
     if params.crop.width // params.heatmap.width != params.crop.height // params.heatmap.height:
         raise ConfigError(f"{where}: crop and heatmap must have the same stride in x and y")
+    if params.crop.width // params.heatmap.width != 4:
+        raise ConfigError(f"{where}: crop size / heatmap size must be 4, the output stride of every model")
     return params
 
 

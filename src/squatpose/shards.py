@@ -16,7 +16,6 @@ run finds its finished shards by fingerprint and builds only the rest.
 
 import functools
 import hashlib
-import importlib
 import json
 import logging
 import multiprocessing as mp
@@ -38,6 +37,7 @@ from squatpose.codec import HeatmapCodec
 from squatpose.coco import bboxes_from_table
 from squatpose.config import CropConfig, HeatmapConfig
 from squatpose.errors import ImageError, ShardError
+from squatpose.fingerprint import source_hash
 from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
 from squatpose.imaging import crops_to_tensor, read_image
 
@@ -64,10 +64,7 @@ def crop_persons(table: pd.DataFrame, crop: CropConfig) -> tuple[np.ndarray, np.
 @functools.cache
 def code_hash() -> str:
     """Hash of the source of every module that shapes a shard: edit one, and shards rebuild."""
-    h = hashlib.sha1()
-    for name in CODE_MODULES:
-        h.update(Path(importlib.import_module(name).__file__).read_bytes())
-    return h.hexdigest()
+    return source_hash(*CODE_MODULES)
 
 
 def fingerprint(rows: pd.DataFrame, crop: CropConfig, heatmap: HeatmapConfig) -> str:
@@ -170,7 +167,7 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, hea
     shards, skipped = [], []
     for name, _, _ in plan:
         meta = json.loads((out_dir / name / "meta.json").read_text())
-        shards.append({"name": name, "samples": meta["samples"]})
+        shards.append({"name": name, "samples": meta["samples"], "fingerprint": meta["fingerprint"]})
         skipped.extend(meta["skipped"])
     index = {
         "format_version": FORMAT_VERSION,

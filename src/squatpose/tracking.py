@@ -59,9 +59,15 @@ def experiment_id(cfg: MlflowConfig) -> str:
     return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
 
 
-def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, artifacts: list[str | Path],
-                   checkpoint: str | Path | None = None) -> None:
-    """Add a row's final metrics and its files to the training run it came from."""
+def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict,
+                   artifacts: list[str | Path], checkpoint: str | Path | None = None) -> str:
+    """Record one evaluation of a trained row as a child run of its training run: its settings
+    (flip test, quarter shift, ...) as params, its metrics, figures and JSON as artifacts.
+
+    The training run also gets the metrics as `final.*` (the latest evaluation) and a tag naming
+    that child run, so a re-evaluation with other settings never hides which settings gave which
+    numbers. Returns the child run's id.
+    """
     import mlflow
 
     experiment_id(cfg)
@@ -71,13 +77,20 @@ def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, artifacts: lis
             flat.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float))})
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[key] = value
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"final.{k.replace('@', '_at_')}": float(v) for k, v in flat.items()})
-        for path in artifacts:
-            path = Path(path)
-            if path.is_dir():
-                mlflow.log_artifacts(str(path), artifact_path=path.name)
-            elif path.is_file():
-                mlflow.log_artifact(str(path))
-        if checkpoint:
-            mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
+    final = {f"final.{k.replace('@', '_at_')}": float(v) for k, v in flat.items()}
+    with mlflow.start_run(run_id=run_id) as parent:
+        with mlflow.start_run(run_name=f"{parent.info.run_name} evaluation", nested=True,
+                              experiment_id=parent.info.experiment_id,
+                              tags={"evaluation_of": run_id}) as child:
+            mlflow.log_params({f"evaluate.{k}": v for k, v in settings.items()})
+            mlflow.log_metrics(final)
+            for path in map(Path, artifacts):
+                if path.is_dir():
+                    mlflow.log_artifacts(str(path), artifact_path=path.name)
+                elif path.is_file():
+                    mlflow.log_artifact(str(path))
+            if checkpoint:
+                mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
+        mlflow.log_metrics(final)
+        mlflow.set_tag("latest_evaluation", child.info.run_id)
+    return child.info.run_id

@@ -7,15 +7,13 @@ never interrupted.
 """
 
 import csv
-import hashlib
-import json
 import logging
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -28,6 +26,7 @@ from squatpose.codec import HeatmapCodec
 from squatpose.config import Params
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import accuracy, predict
+from squatpose.fingerprint import json_hash, source_hash
 from squatpose.loss import JointsMSELoss
 from squatpose.models import build, count_macs, count_params, save_checkpoint
 from squatpose.shards import ShardDataset
@@ -35,7 +34,7 @@ from squatpose.subsets import subset_path
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_pck@0.05", "samples_per_s")
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_pck@0.05", "samples", "samples_per_s")
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -50,19 +49,28 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def run_fingerprint(row_name: str, params: Params, train_ids: np.ndarray) -> str:
-    """What a checkpoint must match to be resumed: the row, its settings and its training data."""
+# The modules a row's weights depend on, besides its architecture's file (the DVC deps of train@).
+CODE_MODULES = ("squatpose.train", "squatpose.loss", "squatpose.models", "squatpose.models.backbone",
+                "squatpose.shards", "squatpose.codec", "squatpose.imaging")
+
+
+def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_ds: ShardDataset) -> str:
+    """What decides a row's weights: the row, its architecture's settings, the settings of
+    `train` that change weights (not workers or device), the training code, and the exact
+    shards and persons it trains and validates on. A last.pt or model.pt is reused only if equal."""
     row = params.row(row_name)
-    key = [row_name, asdict(row), asdict(params.models[row.model]), asdict(params.train),
-           asdict(params.crop), asdict(params.heatmap)]
-    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode())
-    h.update(np.asarray(train_ids, np.int64).tobytes())
-    return h.hexdigest()
+    t = params.train
+    return json_hash([row_name, asdict(row), asdict(params.models[row.model]), t.seed, t.weight_decay, t.amp,
+                      source_hash(*CODE_MODULES, f"squatpose.models.{row.model}"),
+                      [s["fingerprint"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
+                      [s["fingerprint"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -78,7 +86,11 @@ def _mlflow_start(params: Params, row_name: str, run_id: str | None, train_perso
 
     exp = tracking.experiment_id(params.mlflow)
     if run_id:
-        return mlflow.start_run(run_id=run_id)
+        try:
+            return mlflow.start_run(run_id=run_id)
+        except mlflow.exceptions.MlflowException:
+            log.warning("MLflow run %s of the checkpoint is not in %s; starting a new run",
+                        run_id, tracking.tracking_uri(params.mlflow))
     row = params.row(row_name)
     run = mlflow.start_run(experiment_id=exp, run_name=row_name, tags={
         "model": row.model, "subset": row.subset, "row": row_name, "data_source": params.data.source,
@@ -112,28 +124,36 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     val_ds = ShardDataset.from_subset(shards_root / "val", subset_path(subsets_dir, "val", row.subset))
     if len(train_ds) == 0:
         raise SquatposeError(f"row {row_name}: no training persons in {row.subset}")
-    val_table = __import__("pandas").read_parquet(subset_path(subsets_dir, "val", row.subset))
+    val_table = pd.read_parquet(subset_path(subsets_dir, "val", row.subset))
     codec = HeatmapCodec.from_config(params.crop, params.heatmap)
 
     torch.manual_seed(tcfg.seed)
     model = build(row.model, mcfg.pretrained).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    fingerprint = run_fingerprint(row_name, params, train_ds.ann_ids)
+    fingerprint = run_fingerprint(row_name, params, train_ds, val_ds)
     start_epoch, history, run_id, elapsed = 0, [], None, 0.0
-    last = out_dir / "last.pt"
+    last, final = out_dir / "last.pt", out_dir / "model.pt"
+    if resume and final.is_file() and _meta_of(final).get("fingerprint") == fingerprint:
+        if main:  # e.g. trained by hand with torchrun before `dvc repro` records it
+            log.info("%s: already trained with these settings, code and data; kept", final)
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+        return final
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
+            if state["scaler"] and scaler.is_enabled():
+                scaler.load_state_dict(state["scaler"])
             start_epoch, history = state["epoch"] + 1, state["history"]
             run_id, elapsed = state.get("mlflow_run_id"), state["train_time_s"]
             if main:
                 log.info("%s: resuming after epoch %d of %d", last, start_epoch, mcfg.epochs)
         elif main:
-            log.info("%s: settings or data changed since this checkpoint; starting afresh", last)
+            log.warning("%s: settings, code or data changed since this checkpoint (epoch %d of %d); "
+                        "starting afresh", last, state["epoch"] + 1, mcfg.epochs)
 
     net = DistributedDataParallel(model) if world > 1 else model
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=tcfg.seed)
@@ -149,9 +169,10 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
             net.train()
             t0 = time.perf_counter()
             loss_sum = torch.zeros(2, device=device)  # (sum of loss * batch, samples)
+            seen = 0
             bar = tqdm(loader, desc=f"{row_name} epoch {epoch + 1}/{mcfg.epochs}", unit="batch",
                        disable=not (progress and main), leave=False)
-            for batch in bar:
+            for step, batch in enumerate(bar):
                 image = batch["image"].to(device, non_blocking=True)
                 target = batch["target"].to(device, non_blocking=True)
                 weight = batch["target_weight"].to(device, non_blocking=True)
@@ -161,10 +182,12 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                loss_sum += torch.stack([loss.detach().float() * len(image),
-                                         torch.tensor(float(len(image)), device=device)])
-                rate = float(loss_sum[1]) * world / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
+                loss_sum[0] += loss.detach().float() * len(image)
+                loss_sum[1] += len(image)
+                seen += len(image)
+                if step % 20 == 0 and not bar.disable:  # .item() waits for the GPU: not every step
+                    rate = seen * world / (time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
             if world > 1:
                 dist.all_reduce(loss_sum)
             seconds = time.perf_counter() - t0
@@ -174,26 +197,25 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 val_pck = accuracy(pred, val_ds, val_table)["pck@0.05"] if len(val_ds) else float("nan")
                 entry = {"epoch": epoch + 1, "train_loss": float(loss_sum[0] / loss_sum[1]),
                          "val_loss": pred.loss, "val_pck@0.05": val_pck,
-                         "samples_per_s": float(loss_sum[1]) / seconds}
+                         "samples": int(loss_sum[1]), "samples_per_s": float(loss_sum[1]) / seconds}
                 history.append(entry)
                 log.info("%s epoch %d/%d: %s", row_name, epoch + 1, mcfg.epochs,
                          ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"))
                 if history_path:
                     write_history(Path(history_path), history)
-                if run:
-                    import mlflow
-
-                    mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in entry.items() if k != "epoch"},
-                                       step=epoch + 1)
-                with atomic_path(last) as tmp:
+                with atomic_path(last) as tmp:  # before logging: a resumed epoch is never logged twice
                     torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                                 "history": history, "mlflow_run_id": run_id, "train_time_s": elapsed}, tmp)
+                if run:
+                    import mlflow
+
+                    mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in entry.items()
+                                        if k not in ("epoch", "samples")}, step=epoch + 1)
             if world > 1:
                 dist.barrier()
 
         checksums = _replica_checksums(model, world)
-        final = out_dir / "model.pt"
         if main:
             if history_path and not history:
                 write_history(Path(history_path), history)
@@ -201,20 +223,37 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                     "train_persons": len(train_ds), "params": count_params(model), "macs": count_macs(model),
                     "train_time_s": elapsed, "history": history, "mlflow_run_id": run_id,
                     "crop": asdict(params.crop), "heatmap": asdict(params.heatmap),
-                    "data_source": params.data.source, "world_size": world, "replica_checksums": checksums}
+                    "data_source": params.data.source, "world_size": world, "replica_checksums": checksums,
+                    "fingerprint": fingerprint}
             save_checkpoint(final, model, meta)
+            last.unlink(missing_ok=True)  # only an interrupted run resumes; a finished one is done
             if run:
                 import mlflow
 
                 mlflow.log_metrics({"train_time_s": elapsed})
         return final
+    except BaseException as e:
+        if run:
+            import mlflow
+
+            mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if run:
             import mlflow
 
-            mlflow.end_run()
+            if mlflow.active_run():
+                mlflow.end_run()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _meta_of(checkpoint: Path) -> dict:
+    """The metadata of a finished checkpoint, {} if it cannot be read."""
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]
+    except Exception:
+        return {}
 
 
 def _replica_checksums(model: torch.nn.Module, world: int) -> list[float]:

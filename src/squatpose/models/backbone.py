@@ -1,5 +1,7 @@
-"""The ResNet18 trunk shared by the ResNet-based models, with optional ImageNet weights."""
+"""Pieces shared by the architectures: the ResNet18 trunk (optional ImageNet weights), the
+deconvolution block, the FPN fusion, and SimpleBaseline's head initialisation."""
 
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights
@@ -63,3 +65,19 @@ def init_head(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class FPNFusion(nn.Module):
+    """ResNet18's c3, c4, c5 projected to `channels` by 1x1 convs, upsampled to c3's size
+    (32 x 24 for a 256 x 192 input) and summed."""
+
+    def __init__(self, pretrained: bool, channels: int = 256):
+        super().__init__()
+        self.backbone = ResNetStages(pretrained)
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in (128, 256, 512))
+
+    def forward(self, x):
+        c3, c4, c5 = self.backbone(x)
+        size = c3.shape[-2:]
+        return sum(F.interpolate(lat(c), size=size, mode="nearest") if c.shape[-2:] != size else lat(c)
+                   for lat, c in zip(self.lateral, (c3, c4, c5)))

@@ -3,17 +3,19 @@ first future-work item): every position attends to every other, so an occluded j
 placed from the rest of the leg."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from squatpose.models.resnet18_fpn import ResNet18FPN
+from squatpose.models.backbone import FPNFusion, deconv_block, init_head
 
 
 class SelfAttention2d(nn.Module):
-    """Pre-norm transformer block over the H*W positions of a feature map, learned positions."""
+    """Pre-norm transformer block over the H*W positions of a feature map, with learned
+    positions (made for height x width, interpolated for other input sizes)."""
 
     def __init__(self, channels: int, height: int, width: int, heads: int = 8):
         super().__init__()
-        self.pos = nn.Parameter(torch.zeros(1, height * width, channels))
+        self.pos = nn.Parameter(torch.zeros(1, channels, height, width))
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.norm1 = nn.LayerNorm(channels)
         self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
@@ -22,17 +24,24 @@ class SelfAttention2d(nn.Module):
 
     def forward(self, x):
         b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2) + self.pos  # (B, H*W, C)
+        pos = self.pos if self.pos.shape[-2:] == (h, w) else F.interpolate(
+            self.pos, size=(h, w), mode="bilinear", align_corners=False)
+        t = (x + pos).flatten(2).transpose(1, 2)  # (B, H*W, C)
         q = self.norm1(t)
         t = t + self.attn(q, q, q, need_weights=False)[0]
         t = t + self.mlp(self.norm2(t))
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
-class ResNet18FPNAttention(ResNet18FPN):
+class ResNet18FPNAttention(nn.Module):
     def __init__(self, pretrained: bool = False, num_joints: int = 6, channels: int = 256):
-        super().__init__(pretrained, num_joints, channels)
+        super().__init__()
+        self.fuse = FPNFusion(pretrained, channels)
         self.attention = SelfAttention2d(channels, 32, 24)
+        self.deconv = deconv_block(channels, channels)
+        self.head = nn.Conv2d(channels, num_joints, 1)
+        init_head(self.deconv)
+        init_head(self.head)
 
     def forward(self, x):
         return self.head(self.deconv(self.attention(self.fuse(x))))
