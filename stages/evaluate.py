@@ -6,7 +6,8 @@ from dataclasses import asdict
 from squatpose import tracking
 from squatpose.cli import guarded
 from squatpose.config import load_params
-from squatpose.evaluate import evaluate_row, write_metrics
+from squatpose.atomic import write_json
+from squatpose.evaluate import evaluate_row
 from squatpose.models import load_checkpoint
 from squatpose.train import pick_device
 
@@ -24,7 +25,7 @@ def main() -> None:
     device = pick_device(params.train.device)
     model, meta = load_checkpoint(args.checkpoint, device)
     metrics = evaluate_row(args.row, params, model, meta, args.shards, args.subsets, args.figures, device)
-    write_metrics(args.metrics, metrics)
+    write_json(args.metrics, metrics)
     if meta.get("mlflow_run_id"):
         tracking.log_evaluation(params.mlflow, meta["mlflow_run_id"], metrics, asdict(params.evaluate),
                                 [args.metrics, args.figures],

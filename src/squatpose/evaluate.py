@@ -10,7 +10,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from squatpose import joints
-from squatpose.atomic import write_json
 from squatpose.codec import HeatmapCodec
 from squatpose.coco import bboxes_from_table
 from squatpose.config import Params
@@ -114,7 +113,3 @@ def write_figures(out: Path, ds: ShardDataset, pred: Predictions, table: pd.Data
     kp_crop_gt = np.stack([np.array(ds.array("kp_crop", i)) for i in range(n)])
     write_png(out / "predictions.png", keypoint_grid(crops, pred.kp_crop[:n], kp_crop_gt))
     write_png(out / "heatmaps.png", heatmap_panels(crops[0], pred.heatmaps[0]))
-
-
-def write_metrics(path: str | Path, metrics: dict) -> None:
-    write_json(path, metrics)

@@ -10,10 +10,12 @@ or `mlflow.tracking_uri` in params.yaml point elsewhere. See them with
 import logging
 import os
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
-from squatpose.config import MlflowConfig
+from squatpose.config import MlflowConfig, Params
 
+log = logging.getLogger(__name__)
 EXPS_DIR = os.path.join(".dvc", "tmp", "exps")
 
 
@@ -57,6 +59,30 @@ def experiment_id(cfg: MlflowConfig) -> str:
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
     return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
+
+
+def start_training_run(params: Params, row_name: str, run_id: str | None, train_persons: int):
+    """Start (or continue) this row's MLflow run, with its params and tags."""
+    import mlflow
+
+    exp = experiment_id(params.mlflow)
+    if run_id:
+        try:
+            return mlflow.start_run(run_id=run_id)
+        except mlflow.exceptions.MlflowException:
+            log.warning("MLflow run %s of the checkpoint is not in %s; starting a new run",
+                        run_id, tracking_uri(params.mlflow))
+    row = params.row(row_name)
+    run = mlflow.start_run(experiment_id=exp, run_name=row_name, tags={
+        "model": row.model, "subset": row.subset, "row": row_name, "data_source": params.data.source,
+        "git_commit": git_commit()})
+    flat = {"model": row.model, "subset": row.subset, "train_persons": train_persons,
+            **{f"model.{k}": v for k, v in asdict(params.models[row.model]).items()},
+            **{f"train.{k}": v for k, v in asdict(params.train).items()},
+            **{f"heatmap.{k}": v for k, v in asdict(params.heatmap).items()},
+            **{f"crop.{k}": v for k, v in asdict(params.crop).items()}}
+    mlflow.log_params(flat)
+    return run
 
 
 def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict,

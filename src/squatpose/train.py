@@ -80,30 +80,6 @@ def write_history(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def _mlflow_start(params: Params, row_name: str, run_id: str | None, train_persons: int):
-    """Start (or continue) this row's MLflow run, with its params and tags."""
-    import mlflow
-
-    exp = tracking.experiment_id(params.mlflow)
-    if run_id:
-        try:
-            return mlflow.start_run(run_id=run_id)
-        except mlflow.exceptions.MlflowException:
-            log.warning("MLflow run %s of the checkpoint is not in %s; starting a new run",
-                        run_id, tracking.tracking_uri(params.mlflow))
-    row = params.row(row_name)
-    run = mlflow.start_run(experiment_id=exp, run_name=row_name, tags={
-        "model": row.model, "subset": row.subset, "row": row_name, "data_source": params.data.source,
-        "git_commit": tracking.git_commit()})
-    flat = {"model": row.model, "subset": row.subset, "train_persons": train_persons,
-            **{f"model.{k}": v for k, v in asdict(params.models[row.model]).items()},
-            **{f"train.{k}": v for k, v in asdict(params.train).items()},
-            **{f"heatmap.{k}": v for k, v in asdict(params.heatmap).items()},
-            **{f"crop.{k}": v for k, v in asdict(params.crop).items()}}
-    mlflow.log_params(flat)
-    return run
-
-
 def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_dir: str | Path,
               out_dir: str | Path, history_path: str | Path | None = None, resume: bool = True,
               progress: bool = True, track: bool = True) -> Path:
@@ -160,7 +136,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     loader = DataLoader(train_ds, batch_size=mcfg.batch_size, sampler=sampler, num_workers=tcfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=tcfg.workers > 0)
     criterion = JointsMSELoss(use_target_weight=True)
-    run = _mlflow_start(params, row_name, run_id, len(train_ds)) if main and track else None
+    run = tracking.start_training_run(params, row_name, run_id, len(train_ds)) if main and track else None
     run_id = run.info.run_id if run else run_id
 
     try:
