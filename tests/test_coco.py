@@ -2,6 +2,7 @@ import json
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from squatpose import joints
@@ -49,7 +50,8 @@ def _write(tmp_path, data, name="bad.json"):
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: "{not json", "not valid JSON"),
     (lambda d: d.pop("annotations"), "missing list 'annotations'"),
-    (lambda d: d["categories"][0].update(keypoints=["a"] * 17), "keypoints 11..16 are"),
+    (lambda d: d["categories"][0].update(keypoints=["a"] * 17), "categories: 'person' keypoints lack left_hip"),
+    (lambda d: d["categories"][0].pop("keypoints"), "categories: 'person' has no list of keypoint names"),
     (lambda d: d["annotations"][3].update(bbox=[1, 2, 3]), "annotation {id3}: bbox is not 4 numbers"),
     (lambda d: d["annotations"][3].update(keypoints=[0] * 50), "annotation {id3}: keypoints is not 17"),
     (lambda d: d["annotations"][3].update(image_id=-5), "annotation {id3}: image_id not in 'images'"),
@@ -77,6 +79,25 @@ def test_malformed_annotation_files_stop_with_one_line_naming_file_and_record(tm
 def test_missing_annotation_file(tmp_path):
     with pytest.raises(AnnotationError, match="annotation file not found"):
         load_coco(tmp_path / "nope.json")
+
+
+def test_own_skeleton_is_read_by_joint_names(tmp_path):
+    """A labeling tool's export with its own keypoint list (here: the six joints, reordered, plus
+    two others) gives the same person records as the COCO file it was made from."""
+    data = load_json(ann_path(SAMPLE, "val"))
+    coco_names = data["categories"][0]["keypoints"]
+    own = ["right_ankle", "toe", "left_hip", "left_ankle", "right_hip", "left_knee", "heel", "right_knee"]
+    for ann in data["annotations"]:
+        kp = ann["keypoints"]
+        ann["keypoints"] = [v for n in own for v in
+                            (kp[3 * coco_names.index(n): 3 * coco_names.index(n) + 3] if n in coco_names
+                             else [5, 5, 2])]
+    data["categories"][0]["keypoints"] = own
+    path = _write(tmp_path, data, "own.json")
+    table, report = person_records(path, SAMPLE / "val2017")
+    expected, _ = person_records(ann_path(SAMPLE, "val"), SAMPLE / "val2017")
+    pd.testing.assert_frame_equal(table, expected)
+    assert report.persons == len(expected) > 40
 
 
 def _labeled(ann):

@@ -12,6 +12,7 @@ def test_joint_table_matches_coco_names():
         right_shoulder, left_elbow, right_elbow, left_wrist, right_wrist, left_hip, right_hip,
         left_knee, right_knee, left_ankle, right_ankle]""")
     assert tuple(coco17[i] for i in joints.COCO_INDEX) == joints.NAMES
+    assert joints.COCO_KEYPOINTS == tuple(coco17)
     for j, name in enumerate(joints.NAMES):
         mirror = joints.NAMES[joints.FLIP_INDEX[j]]
         assert mirror == name.replace("left", "x").replace("right", "left").replace("x", "right")
@@ -20,12 +21,15 @@ def test_joint_table_matches_coco_names():
 def test_repo_params_load_and_match_defaults():
     params = load_params(REPO / "params.yaml")
     defaults = Params()
-    for section in ("data", "download", "subsets", "crop", "heatmap", "shards", "train", "evaluate", "mlflow"):
+    for section in ("data", "download", "subsets", "crop", "heatmap", "shards", "train", "augment", "evaluate",
+                    "mlflow"):
         assert getattr(params, section) == getattr(defaults, section), section
     assert list(params.rows) == ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k",
                                  "dilated-lower60k", "resnet18_fpn_attn-lower60k"]
     assert set(params.models) == {"resnet18", "resnet18_fpn", "dilated", "resnet18_fpn_attn"}
     assert params.model == "resnet18"
+    assert all(m.lr_steps == (90, 120) and m.lr_schedule == "step" for m in params.models.values())
+    assert not any(r.augment for r in params.rows.values())  # the report-faithful rows
 
 
 def test_rows_must_name_a_configured_model_and_subset():
@@ -49,6 +53,12 @@ def test_rows_must_name_a_configured_model_and_subset():
     ({"heatmap": {"sigma": 0}}, "heatmap.sigma must be positive"),
     ({"subsets": {"mini_size": -1}}, "mini_size must not be negative"),
     ({"shard": {}}, "unknown section 'shard'"),
+    ({"models": {"m": {"lr_schedule": "poly"}}}, "models.m.lr_schedule is 'poly'"),
+    ({"models": {"m": {"lr_steps": 90}}}, "models.m.lr_steps: expected a list of integers"),
+    ({"models": {"m": {"early_stop": -1}}}, "warmup_iters and early_stop not negative"),
+    ({"augment": {"flip_prob": 1.5}}, "probabilities in \\[0, 1\\]"),
+    ({"augment": {"scale": 1.0}}, "scale must be in \\[0, 1\\)"),
+    ({"rows": {"r": {"model": "m", "augment": "yes"}}, "models": {"m": {}}, "model": "m"}, "expected true/false"),
 ])
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):

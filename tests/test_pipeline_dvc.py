@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -72,7 +73,6 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     assert json.dumps(shown).count('"lower60k": 25') == 1
 
     # the results table: a row per model and subset, metrics that are numbers
-    import pandas as pd
     table = pd.read_csv(repo / "metrics" / "results.csv")
     assert table["row"].tolist() == ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k",
                                      "dilated-lower60k", "resnet18_fpn_attn-lower60k"]
@@ -147,3 +147,47 @@ def test_a_heatmap_param_reruns_only_the_shards(repo):
     # the training rows now read changed shards: DVC knows they are out of date
     assert sum(k.startswith("train@") for k in json.loads(sh(repo, "dvc", "status", "--json").stdout)) == 5
     assert load_json(repo / "data" / "shards" / "sample" / "val" / "index.json")["heatmap"]["sigma"] == 3.0
+
+
+def _own_dataset(root: Path) -> dict[str, str]:
+    """The sample as a user's own export outside the repository: other folder names and a
+    labeling tool's skeleton (only the six joints, in another order). Returns the dvc -S values."""
+    order = ["left_ankle", "right_ankle", "left_knee", "right_knee", "left_hip", "right_hip"]
+    paths = {}
+    for split in ("train", "val"):
+        data = load_json(ann_path(REPO / "data" / "sample", split))
+        coco = data["categories"][0]["keypoints"]
+        for ann in data["annotations"]:
+            ann["keypoints"] = [v for n in order for v in ann["keypoints"][3 * coco.index(n): 3 * coco.index(n) + 3]]
+        data["categories"][0]["keypoints"] = order
+        (root / f"export-{split}").mkdir(parents=True)
+        (root / f"export-{split}" / "labels.json").write_text(json.dumps(data))
+        shutil.copytree(REPO / "data" / "sample" / f"{split}2017", root / f"photos-{split}")
+        paths[f"data.{split}_annotations"] = str(root / f"export-{split}" / "labels.json")
+        paths[f"data.{split}_images"] = str(root / f"photos-{split}")
+    return paths
+
+
+def test_own_coco_format_data_in_one_command(repo, tmp_path):
+    """README: `dvc exp run -S data.source=coco_dir -S data.train_annotations=... ...` trains every row
+    on a COCO-format dataset that lives outside the repository; a broken file stops with one line."""
+    paths = _own_dataset(tmp_path)
+    args = ["-S", "data.source=coco_dir"] + [a for k, v in paths.items() for a in ("-S", f"{k}={v}")]
+    out = sh(repo, "dvc", "exp", "run", *args).stdout
+    assert "Running stage 'train@dilated-lower60k'" in out and "Running stage 'report'" in out
+    counts = load_json(repo / "metrics" / "subsets.json")
+    for split in ("train", "val"):
+        raw = raw_counts(load_json(ann_path(repo / "data" / "sample", split)))
+        assert counts[split]["full"] == raw["full"] and counts[split]["lower60k"] == raw["lower60k"]
+    table = pd.read_parquet(repo / "data" / "subsets" / "coco_dir" / "val-full.parquet")
+    assert table["image_path"].str.startswith(str(tmp_path / "photos-val")).all()
+    assert len(pd.read_csv(repo / "metrics" / "results.csv")) == 5
+    # edited labels are seen (the annotation files are DVC dependencies)
+    labels = Path(paths["data.val_annotations"])
+    labels.write_text(labels.read_text().replace('"left_ankle"', '"ankle_l"', 1))
+    proc = sh(repo, "dvc", "exp", "run", *args, check=False)
+    errors = [l for l in (proc.stderr + proc.stdout).splitlines() if l.startswith("error:")]
+    assert proc.returncode != 0 and errors == [
+        f"error: {labels}: not COCO keypoints: categories: 'person' keypoints lack left_ankle "
+        "(needs left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle)"]
+    assert load_json(repo / "metrics" / "subsets.json") == counts

@@ -40,11 +40,12 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def make_params(tmp_path: Path, epochs: int = 3, model: str = "dilated", **train) -> dict:
+def make_params(tmp_path: Path, epochs: int = 3, model: str = "dilated", row: dict | None = None,
+                arch: dict | None = None, **train) -> dict:
     raw = {
-        "rows": {"r": {"model": model, "subset": "lower60k"}},
+        "rows": {"r": {"model": model, "subset": "lower60k", **(row or {})}},
         "model": model,
-        "models": {model: {"epochs": epochs, "batch_size": 8, "lr": 0.001}},
+        "models": {model: {"epochs": epochs, "batch_size": 8, "lr": 0.001, **(arch or {})}},
         "train": {"seed": 0, **train},
         "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
     }
@@ -83,7 +84,8 @@ def test_overfit_one_batch_of_real_crops(name, data):
 
 
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
-    raw = make_params(tmp_path, epochs=4)
+    """With augmentation, a cosine schedule with warm-up and best-epoch selection: all resume exactly."""
+    raw = make_params(tmp_path, epochs=4, row={"augment": True}, arch={"lr_schedule": "cosine", "warmup_iters": 3})
     params = params_from_dict(raw)
     straight = train_row("r", params, data / "shards", data / "subsets", tmp_path / "straight",
                          progress=False, track=False)
@@ -112,9 +114,48 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), k
     assert [h["train_loss"] for h in meta_a["history"]] == [h["train_loss"] for h in meta_b["history"]]
-    assert len(meta_b["history"]) == 4
+    assert len(meta_b["history"]) == 4 and meta_b["augment"]["flip_prob"] == 0.5
+    pck = [h["val_pck@0.05"] for h in meta_b["history"]]
+    assert meta_b["kept_epoch"] == 1 + int(np.argmax(pck))  # the first of the best
+    lrs = [h["lr"] for h in meta_b["history"]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * 0.001  # cosine to ~0
     # a finished run leaves nothing to resume: when DVC reruns it (code or data changed), it trains
     assert not (out / "last.pt").exists() and not (tmp_path / "straight" / "last.pt").exists()
+
+
+def test_lr_schedules():
+    from squatpose.config import ModelConfig
+    from squatpose.train import lr_factor
+
+    step = ModelConfig(epochs=140, lr_schedule="step", lr_steps=(90, 120), lr_factor=0.1)
+    assert [lr_factor(step, e, 10**6) for e in (0, 89.9, 90, 119.5, 120, 139)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    cosine = ModelConfig(epochs=10, lr_schedule="cosine")
+    assert [lr_factor(cosine, e, 10**6) for e in (0, 5, 10)] == pytest.approx([1, 0.5, 0])
+    warm = ModelConfig(epochs=10, lr_schedule="constant", warmup_iters=100)
+    assert [lr_factor(warm, 0, i) for i in (0, 50, 100, 500)] == pytest.approx([1e-3, 0.5005, 1, 1])
+
+
+def test_best_epoch_is_kept_and_early_stop_follows_its_rule(data, tmp_path):
+    """model.pt holds the weights of the best val PCK@0.05 epoch: the same weights as a run that
+    ended at that epoch; training stops once `early_stop` epochs bring nothing better."""
+    arch = {"lr_schedule": "constant", "lr": 0.003}
+    params = params_from_dict(make_params(tmp_path, epochs=6, arch={**arch, "early_stop": 2}))
+    ckpt = train_row("r", params, data / "shards", data / "subsets", tmp_path / "long", progress=False, track=False)
+    model, meta = load_checkpoint(ckpt)
+    pck = [h["val_pck@0.05"] for h in meta["history"]]
+    best = 1 + int(np.argmax(pck))
+    assert meta["kept_epoch"] == best
+    for e in range(1, len(pck)):  # epochs before the last: the rule did not fire
+        assert e - (1 + int(np.argmax(pck[:e]))) < 2
+    assert len(pck) == 6 or len(pck) - best >= 2
+    assert meta["stopped_early"] == (len(pck) < 6)
+    short = params_from_dict(make_params(tmp_path, epochs=best, arch=arch, select_best=False))
+    ref, ref_meta = load_checkpoint(train_row("r", short, data / "shards", data / "subsets", tmp_path / "short",
+                                              progress=False, track=False))
+    assert ref_meta["kept_epoch"] == best
+    for (k, x), y in zip(model.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(x, y), k
 
 
 def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeypatch, caplog):

@@ -41,6 +41,28 @@ def _validate(args: argparse.Namespace) -> None:
     print(f"  labeled joints outside their image, dropped: {report.joints_outside_image}")
 
 
+def _import_lsp(args: argparse.Namespace) -> None:
+    """Convert LSP / LSP Extended annotations to COCO keypoint files."""
+    from pathlib import Path
+
+    from squatpose.lsp import import_lsp, parse_split
+
+    splits = dict(parse_split(s) for s in args.split) if args.split else None
+    counts = import_lsp(args.joints, args.images, args.out, splits)
+    images = Path(args.images).resolve()
+    for name, c in counts.items():
+        ann = Path(args.out) / "annotations" / f"person_keypoints_{name}.json"
+        print(f"{ann}: {c['persons']} persons ({c['layout']}); left out: {c['missing_image']} images "
+              f"not found, {c['too_few_joints']} with fewer than 2 labeled joints")
+    if {"train", "val"} <= set(counts):
+        out = Path(args.out)
+        print("train on it with:\n  dvc exp run -S data.source=coco_dir "
+              f"-S data.train_annotations={out / 'annotations' / 'person_keypoints_train.json'} "
+              f"-S data.train_images={images} "
+              f"-S data.val_annotations={out / 'annotations' / 'person_keypoints_val.json'} "
+              f"-S data.val_images={images}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="squatpose",
@@ -53,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("annotations", help="COCO keypoints JSON, e.g. annotations/person_keypoints_val2017.json")
     p.add_argument("--images", help="image folder (default: ../<split>2017 beside the annotations folder)")
     p.set_defaults(func=_validate)
+    p = sub.add_parser("import-lsp", help="convert Leeds Sports Pose (LSP / LSP Extended) joints to COCO keypoints",
+                       description="Writes OUT/annotations/person_keypoints_<split>.json; images stay where "
+                                   "they are (file_name is relative to IMAGES_DIR). See squatpose/lsp.py "
+                                   "and README for the joint, visibility and bbox mapping.")
+    p.add_argument("joints", help="joints.mat of LSP (3 x 14 x N) or LSP Extended (14 x 3 x N)")
+    p.add_argument("images", help="folder of im00001.jpg ... (LSP Extended) or im0001.jpg ... (LSP)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", action="append", metavar="NAME=FIRST-LAST",
+                   help="image numbers (1-based, inclusive) of a split; repeat, e.g. --split train=1-7000 "
+                        "--split val=7001-8000 (default: one split 'all' of every image)")
+    p.set_defaults(func=_import_lsp)
     return parser
 
 

@@ -64,8 +64,14 @@ def _is_number_list(x: object, n: int) -> bool:
     return isinstance(x, list) and len(x) == n and all(_is_number(v) for v in x)
 
 
-def load_coco(path: str | Path) -> COCO:
-    """Read a COCO keypoint file, check its schema, and index it with pycocotools."""
+def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
+    """Read a COCO keypoint file, check its schema, and index it with pycocotools.
+
+    Returns the index and where each of the six joints sits in the file's keypoint list. That
+    list is found by name, so a dataset labeled with its own skeleton (CVAT, Label Studio) works
+    as long as it names the six joints as COCO does (`left_hip` ... `right_ankle`); COCO's own
+    17 keypoints put them at 11..16.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_bytes())
@@ -79,9 +85,13 @@ def load_coco(path: str | Path) -> COCO:
     persons = [c for c in data["categories"] if isinstance(c, dict) and c.get("name") == "person"]
     _require(len(persons) == 1, path, "no single category named 'person'")
     names = persons[0].get("keypoints")
-    _require(isinstance(names, list) and len(names) == 17, path, "person category needs 17 keypoints")
-    got = tuple(names[i] for i in joints.COCO_INDEX)
-    _require(got == joints.NAMES, path, f"keypoints 11..16 are {got}, expected {joints.NAMES}")
+    _require(isinstance(names, list) and all(isinstance(n, str) for n in names), path,
+             "categories: 'person' has no list of keypoint names ('keypoints')")
+    missing = [n for n in joints.NAMES if n not in names]
+    _require(not missing, path, f"categories: 'person' keypoints lack {', '.join(missing)} "
+                                f"(needs {', '.join(joints.NAMES)})")
+    index = tuple(names.index(n) for n in joints.NAMES)
+    person_id = persons[0].get("id")
     for img in data["images"]:
         ok = (isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str)
               and _is_number(img.get("width")) and _is_number(img.get("height")))
@@ -99,14 +109,15 @@ def load_coco(path: str | Path) -> COCO:
         _require(_is_int(ann.get("category_id")), path, f"{where}: no integer category_id")
         _require(ann.get("image_id") in image_ids, path, f"{where}: image_id not in 'images'")
         _require(_is_number_list(ann.get("bbox"), 4), path, f"{where}: bbox is not 4 numbers")
-        _require(_is_number_list(ann.get("keypoints"), 51), path,
-                 f"{where}: keypoints is not 17 x (x, y, v)")
         ann.setdefault("iscrowd", 0)
+        if ann["category_id"] == person_id:
+            _require(_is_number_list(ann.get("keypoints"), 3 * len(names)), path,
+                     f"{where}: keypoints is not {len(names)} x (x, y, v)")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
-    return coco
+    return coco, index
 
 
 def _image_readable(path: Path) -> str | None:
@@ -128,12 +139,12 @@ def person_records(ann_path: str | Path, images_dir: str | Path) -> tuple[pd.Dat
     A labeled joint outside the image is dropped (v set to 0), counted and warned.
     """
     ann_path, images_dir = Path(ann_path), Path(images_dir)
-    coco = load_coco(ann_path)
+    coco, index = load_coco(ann_path)
     report = LoadReport()
     cat_ids = coco.getCatIds(catNms=["person"])
     ann_ids = coco.getAnnIds(catIds=cat_ids, iscrowd=None)
     rows, image_status = [], {}
-    cols = np.array([[3 * j, 3 * j + 1, 3 * j + 2] for j in joints.COCO_INDEX])
+    cols = np.array([[3 * j, 3 * j + 1, 3 * j + 2] for j in index])
     for ann in coco.loadAnns(ann_ids):
         if ann["iscrowd"]:
             report.crowd_ignored += 1

@@ -13,13 +13,19 @@ import yaml
 
 from squatpose.errors import ConfigError
 
-SOURCES = ("sample", "coco2017")
+SOURCES = ("sample", "coco2017", "coco_dir")
+SCHEDULES = ("step", "cosine", "constant")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "sample"  # sample | coco2017
+    source: str = "sample"  # sample | coco2017 | coco_dir
     sample_dir: str = "data/sample"
+    # coco_dir: any COCO-format keypoint dataset (defaults: the sample's own files)
+    train_annotations: str = "data/sample/annotations/person_keypoints_train2017.json"
+    train_images: str = "data/sample/train2017"
+    val_annotations: str = "data/sample/annotations/person_keypoints_val2017.json"
+    val_images: str = "data/sample/val2017"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,11 @@ class ModelConfig:
     batch_size: int = 16
     lr: float = 1e-3
     pretrained: bool = False
+    lr_schedule: str = "step"  # step | cosine | constant
+    lr_steps: tuple[int, ...] = (90, 120)  # step: epochs after which lr *= lr_factor
+    lr_factor: float = 0.1
+    warmup_iters: int = 0  # linear warm-up from lr / 1000 over this many batches
+    early_stop: int = 0  # stop after this many epochs without a better val PCK@0.05 (0: never)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class RowConfig:
 
     model: str = "resnet18"
     subset: str = "mini"
+    augment: bool = False  # random scale/rotation/flip/half-body on its training batches (section augment)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,19 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     amp: bool = True  # mixed precision on CUDA
+    select_best: bool = True  # model.pt = the epoch with the best val PCK@0.05 (false: the last epoch)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation of training batches (rows with `augment: true`), drawn per sample."""
+
+    scale: float = 0.35  # box scale: normal(1, scale) clipped to [1 - scale, 1 + scale] (SimpleBaseline)
+    rotation: float = 40.0  # degrees: normal(0, rotation) clipped to +-2 rotation, with rotation_prob
+    rotation_prob: float = 0.6
+    flip_prob: float = 0.5
+    half_body_prob: float = 0.3  # crop to the labeled leg joints (at least 2), legs-only framing
+    half_body_padding: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,7 @@ class Params:
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     model: str = "resnet18"  # the headline model of metrics/metrics.json
@@ -138,6 +164,11 @@ def _section(cls: type, values: dict[str, Any] | None, where: str) -> Any:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where}.{name}: expected a number, got {value!r}")
             value = type(default)(value)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                      for v in value):
+                raise ConfigError(f"{where}.{name}: expected a list of integers, got {value!r}")
+            value = tuple(value)
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{where}.{name}: expected a string, got {value!r}")
         out[name] = value
@@ -190,6 +221,18 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"{where}: {message}")
+    for name, m in params.models.items():
+        if m.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"{where}: models.{name}.lr_schedule is {m.lr_schedule!r}; "
+                              f"expected one of {', '.join(SCHEDULES)}")
+        if min(m.epochs, m.batch_size) < 1 or m.lr <= 0 or min(m.warmup_iters, m.early_stop) < 0:
+            raise ConfigError(f"{where}: models.{name}: epochs, batch_size and lr must be positive, "
+                              "warmup_iters and early_stop not negative")
+    a = params.augment
+    if not (0 <= a.scale < 1 and a.rotation >= 0 and a.half_body_padding > 0
+            and all(0 <= p <= 1 for p in (a.rotation_prob, a.flip_prob, a.half_body_prob))):
+        raise ConfigError(f"{where}: augment: scale must be in [0, 1), rotation >= 0, "
+                          "probabilities in [0, 1], half_body_padding > 0")
     if params.subsets.lower_min_visibility not in (1, 2):
         raise ConfigError(f"{where}: subsets.lower_min_visibility must be 1 or 2")
     if params.crop.width % params.heatmap.width or params.crop.height % params.heatmap.height:

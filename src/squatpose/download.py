@@ -1,7 +1,9 @@
-"""Stage `download`: COCO 2017 from the official site, or the embedded sample, in one layout.
+"""Stage `download`: COCO 2017 from the official site, the embedded sample, or the user's own
+COCO-format dataset (`coco_dir`), in one layout.
 
-Either way the result is a folder holding `annotations/person_keypoints_{train,val}2017.json`,
-`train2017/` and `val2017/`, so every later stage reads the sample and COCO the same way.
+Each way the result is a folder holding `annotations/person_keypoints_{train,val}2017.json`
+and the images, `train2017/` and `val2017/` (or, for `coco_dir`, `images.json` naming the
+user's image folders), so every later stage reads all sources the same way.
 
 COCO archives are fetched with a progress bar, resumed with HTTP Range after an interruption,
 checked (expected size, a readable zip whose CRCs match while extracting) and extracted into a
@@ -23,11 +25,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from squatpose.atomic import atomic_path
+from squatpose.atomic import atomic_path, write_json
 from squatpose.config import DataConfig, DownloadConfig
 from squatpose.errors import DownloadError
 
 CHUNK = 1 << 20
+IMAGES_MANIFEST = "images.json"
 
 
 class CorruptArchive(DownloadError):
@@ -189,10 +192,41 @@ def provide_sample(sample_dir: str | Path, out_dir: str | Path) -> None:
         shutil.copytree(sample_dir, tmp)
 
 
+def provide_coco_dir(data: DataConfig, out_dir: str | Path) -> None:
+    """Make a user's COCO-format dataset (`data.train_*`, `data.val_*`) the pipeline's raw data.
+
+    Both annotation files are validated (a one-line error naming the file and field) and copied
+    in as `annotations/person_keypoints_<split>2017.json`; the images stay where they are and
+    `images.json` records their folders (absolute), so the next stages read them in place.
+    """
+    from squatpose.coco import load_coco
+
+    sources = {"train": (data.train_annotations, data.train_images), "val": (data.val_annotations, data.val_images)}
+    for split, (ann, images) in sources.items():
+        load_coco(ann)
+        if not Path(images).is_dir():
+            raise DownloadError(f"params.yaml: data.{split}_images: {images} is not a folder")
+    with atomic_path(out_dir) as tmp:
+        (tmp / "annotations").mkdir(parents=True)
+        for split, (ann, _) in sources.items():
+            shutil.copyfile(ann, tmp / "annotations" / f"person_keypoints_{split}2017.json")
+        write_json(tmp / IMAGES_MANIFEST, {split: str(Path(images).resolve()) for split, (_, images) in sources.items()})
+
+
+def images_dir(raw_dir: str | Path, split: str) -> Path:
+    """The image folder of a split of raw data: `<split>2017/`, or where `images.json` says."""
+    manifest = Path(raw_dir) / IMAGES_MANIFEST
+    if manifest.is_file():
+        return Path(json.loads(manifest.read_text())[split])
+    return Path(raw_dir) / f"{split}2017"
+
+
 def run(data: DataConfig, download: DownloadConfig, out_dir: str | Path, progress: bool = True) -> None:
     """The `download` stage for `data.source`."""
     if data.source == "sample":
         provide_sample(data.sample_dir, out_dir)
+    elif data.source == "coco_dir":
+        provide_coco_dir(data, out_dir)
     else:
         download_archives(download.base_url, COCO2017, out_dir, download.archives_dir,
                           download.keep_archives, progress)

@@ -12,6 +12,11 @@ NAMES: tuple[str, ...] = (
     "right_ankle",
 )
 NUM_JOINTS = len(NAMES)
+# COCO's 17 person keypoints, in COCO's order (written by converters such as `import-lsp`).
+COCO_KEYPOINTS: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", *NAMES,
+)
 # Index of each joint in COCO's 17-keypoint list.
 COCO_INDEX: tuple[int, ...] = (11, 12, 13, 14, 15, 16)
 # Index of the mirror joint: a horizontal flip swaps left and right.

@@ -188,7 +188,8 @@ class ShardDataset(Dataset):
     `ann_ids` picks and orders the persons (e.g. a subset table's `ann_id` column); by default
     every sample. Persons asked for but absent from the shards (skipped images) are left out
     and counted in `missing`. Each item is a dict: `image` (3, H, W) float32 normalised,
-    `target` (6, h, w) float32, `target_weight` (6,) float32, `index` (int).
+    `target` (6, h, w) float32, `target_weight` (6,) float32, `kp_crop` (6, 3) float32 (x, y, v)
+    in crop pixels (for augmentation), `index` (int).
     """
 
     def __init__(self, shards_dir: str | Path, ann_ids: np.ndarray | None = None):
@@ -257,5 +258,6 @@ class ShardDataset(Dataset):
             "image": crops_to_tensor(np.array(self.array("images", i))),
             "target": torch.from_numpy(self.array("heatmaps", i).astype(np.float32)),
             "target_weight": torch.from_numpy(np.array(self.array("weights", i))),
+            "kp_crop": torch.from_numpy(np.array(self.array("kp_crop", i))),
             "index": i,
         }

@@ -7,6 +7,7 @@ import pandas as pd
 
 from squatpose.atomic import atomic_path, write_json
 from squatpose.coco import person_records
+from squatpose.download import images_dir
 from squatpose.config import SubsetsConfig
 from squatpose.joints import keypoints_from_table
 
@@ -56,7 +57,7 @@ def write_subsets(raw_dir: str | Path, out_dir: str | Path, metrics_path: str | 
         for split in SPLITS:
             records, report = person_records(
                 raw_dir / "annotations" / f"person_keypoints_{split}2017.json",
-                raw_dir / f"{split}2017",
+                images_dir(raw_dir, split),
             )
             tables = make_subsets(records, cfg)
             for name, table in tables.items():

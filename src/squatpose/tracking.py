@@ -76,7 +76,8 @@ def start_training_run(params: Params, row_name: str, run_id: str | None, train_
     run = mlflow.start_run(experiment_id=exp, run_name=row_name, tags={
         "model": row.model, "subset": row.subset, "row": row_name, "data_source": params.data.source,
         "git_commit": git_commit()})
-    flat = {"model": row.model, "subset": row.subset, "train_persons": train_persons,
+    flat = {"model": row.model, "subset": row.subset, "train_persons": train_persons, "augment": row.augment,
+            **({f"augment.{k}": v for k, v in asdict(params.augment).items()} if row.augment else {}),
             **{f"model.{k}": v for k, v in asdict(params.models[row.model]).items()},
             **{f"train.{k}": v for k, v in asdict(params.train).items()},
             **{f"heatmap.{k}": v for k, v in asdict(params.heatmap).items()},

@@ -6,8 +6,10 @@ seeded by (seed, epoch), so on a CPU a resumed run ends with the same weights as
 never interrupted.
 """
 
+import copy
 import csv
 import logging
+import math
 import os
 import time
 from dataclasses import asdict
@@ -22,8 +24,9 @@ from tqdm import tqdm
 
 from squatpose import tracking
 from squatpose.atomic import atomic_path
+from squatpose.augment import augment_batch, seeded_generator
 from squatpose.codec import HeatmapCodec
-from squatpose.config import Params
+from squatpose.config import ModelConfig, Params
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import accuracy, predict
 from squatpose.fingerprint import json_hash, source_hash
@@ -34,7 +37,7 @@ from squatpose.subsets import subset_path
 
 log = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_pck@0.05", "samples", "samples_per_s")
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_pck@0.05", "samples", "samples_per_s")
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -58,7 +61,7 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 # The modules a row's weights depend on, besides its architecture's file (the DVC deps of train@).
 CODE_MODULES = ("squatpose.train", "squatpose.loss", "squatpose.models", "squatpose.models.backbone",
-                "squatpose.shards", "squatpose.codec", "squatpose.imaging")
+                "squatpose.shards", "squatpose.codec", "squatpose.imaging", "squatpose.augment")
 
 
 def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_ds: ShardDataset) -> str:
@@ -67,10 +70,30 @@ def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_d
     shards and persons it trains and validates on. A last.pt or model.pt is reused only if equal."""
     row = params.row(row_name)
     t = params.train
+    augment = asdict(params.augment) if row.augment else None
     return json_hash([row_name, asdict(row), asdict(params.models[row.model]), t.seed, t.weight_decay, t.amp,
+                      t.select_best, augment,
                       source_hash(*CODE_MODULES, f"squatpose.models.{row.model}"),
                       [s["fingerprint"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
                       [s["fingerprint"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
+
+
+def lr_factor(m: ModelConfig, epoch: float, iteration: int) -> float:
+    """The learning rate / `m.lr` at fractional `epoch` (0-based), batch `iteration` (from 0).
+
+    step: times `lr_factor` for each of `lr_steps` reached (SimpleBaseline: 90 and 120 of 140);
+    cosine: half a cosine from 1 to 0 over all epochs; constant: 1. A linear warm-up from 1/1000
+    over the first `warmup_iters` batches multiplies it. A pure function: resuming needs no state.
+    """
+    if m.lr_schedule == "step":
+        factor = m.lr_factor ** sum(epoch >= s for s in m.lr_steps)
+    elif m.lr_schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * min(epoch / m.epochs, 1.0)))
+    else:
+        factor = 1.0
+    if iteration < m.warmup_iters:
+        factor *= 1e-3 + (1 - 1e-3) * iteration / m.warmup_iters
+    return factor
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -109,6 +132,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     fingerprint = run_fingerprint(row_name, params, train_ds, val_ds)
     start_epoch, history, run_id, elapsed = 0, [], None, 0.0
+    best = {"epoch": 0, "pck": -math.inf, "model": None}  # the model.pt candidate (val PCK@0.05)
     last, final = out_dir / "last.pt", out_dir / "model.pt"
     if resume and final.is_file() and _meta_of(final).get("fingerprint") == fingerprint:
         if main:  # e.g. trained by hand with torchrun before `dvc repro` records it
@@ -123,7 +147,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
             optimizer.load_state_dict(state["optimizer"])
             if state["scaler"] and scaler.is_enabled():
                 scaler.load_state_dict(state["scaler"])
-            start_epoch, history = state["epoch"] + 1, state["history"]
+            start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
             run_id, elapsed = state.get("mlflow_run_id"), state["train_time_s"]
             if main:
                 log.info("%s: resuming after epoch %d of %d", last, start_epoch, mcfg.epochs)
@@ -139,9 +163,14 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     run = tracking.start_training_run(params, row_name, run_id, len(train_ds)) if main and track else None
     run_id = run.info.run_id if run else run_id
 
+    steps_per_epoch = len(loader)
+    stop = torch.zeros(1, device=device)  # 1: early stop (decided on rank 0)
+    if start_epoch and mcfg.early_stop and start_epoch - best["epoch"] >= mcfg.early_stop:
+        stop[0] = 1  # killed right after the decision: it stands
     try:
-        for epoch in range(start_epoch, mcfg.epochs):
+        for epoch in range(start_epoch, start_epoch if stop.item() else mcfg.epochs):
             sampler.set_epoch(epoch)
+            generator = seeded_generator(tcfg.seed, epoch, rank) if row.augment else None
             net.train()
             t0 = time.perf_counter()
             loss_sum = torch.zeros(2, device=device)  # (sum of loss * batch, samples)
@@ -149,9 +178,16 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
             bar = tqdm(loader, desc=f"{row_name} epoch {epoch + 1}/{mcfg.epochs}", unit="batch",
                        disable=not (progress and main), leave=False)
             for step, batch in enumerate(bar):
+                lr = mcfg.lr * lr_factor(mcfg, epoch + step / steps_per_epoch, epoch * steps_per_epoch + step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 image = batch["image"].to(device, non_blocking=True)
-                target = batch["target"].to(device, non_blocking=True)
-                weight = batch["target_weight"].to(device, non_blocking=True)
+                if row.augment:
+                    image, target, weight = augment_batch(image, batch["kp_crop"].to(device, non_blocking=True),
+                                                          params.augment, codec, generator)
+                else:
+                    target = batch["target"].to(device, non_blocking=True)
+                    weight = batch["target_weight"].to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                     loss = criterion(net(image), target, weight)
                 optimizer.zero_grad(set_to_none=True)
@@ -171,7 +207,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
             if main:
                 pred = predict(model, val_ds, codec, params.evaluate.batch_size, device=device)
                 val_pck = accuracy(pred, val_ds, val_table)["pck@0.05"] if len(val_ds) else float("nan")
-                entry = {"epoch": epoch + 1, "train_loss": float(loss_sum[0] / loss_sum[1]),
+                entry = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
                          "val_loss": pred.loss, "val_pck@0.05": val_pck,
                          "samples": int(loss_sum[1]), "samples_per_s": float(loss_sum[1]) / seconds}
                 history.append(entry)
@@ -179,24 +215,39 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                          ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"))
                 if history_path:
                     write_history(Path(history_path), history)
+                if math.isnan(val_pck) or val_pck > best["pck"]:  # no val persons: the latest
+                    best = {"epoch": epoch + 1, "pck": val_pck, "model": copy.deepcopy(model.state_dict())}
+                if mcfg.early_stop and epoch + 1 - best["epoch"] >= mcfg.early_stop:
+                    log.info("%s: no better val PCK@0.05 for %d epochs (best %.4f at epoch %d): stopping",
+                             row_name, mcfg.early_stop, best["pck"], best["epoch"])
+                    stop[0] = 1
                 with atomic_path(last) as tmp:  # before logging: a resumed epoch is never logged twice
                     torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                "history": history, "mlflow_run_id": run_id, "train_time_s": elapsed}, tmp)
+                                "history": history, "best": best, "mlflow_run_id": run_id,
+                                "train_time_s": elapsed}, tmp)
                 if run:
                     import mlflow
 
                     mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in entry.items()
                                         if k not in ("epoch", "samples")}, step=epoch + 1)
             if world > 1:
-                dist.barrier()
+                dist.broadcast(stop, 0)
+            if stop.item():
+                break
 
         checksums = _replica_checksums(model, world)
         if main:
             if history_path and not history:
                 write_history(Path(history_path), history)
+            if tcfg.select_best and best["model"] is not None:
+                model.load_state_dict(best["model"])
+            kept = best["epoch"] if tcfg.select_best and best["model"] is not None else len(history)
             meta = {"model": row.model, "row": row_name, "subset": row.subset, "epochs": mcfg.epochs,
-                    "train_persons": len(train_ds), "params": count_params(model), "macs": count_macs(model),
+                    "epochs_run": len(history), "kept_epoch": kept, "stopped_early": len(history) < mcfg.epochs,
+                    "augment": asdict(params.augment) if row.augment else None,
+                    "train_persons": len(train_ds), "params": count_params(model),
+                    "macs": count_macs(model, params.crop.height, params.crop.width),
                     "train_time_s": elapsed, "history": history, "mlflow_run_id": run_id,
                     "crop": asdict(params.crop), "heatmap": asdict(params.heatmap),
                     "data_source": params.data.source, "world_size": world, "replica_checksums": checksums,
@@ -206,7 +257,8 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
             if run:
                 import mlflow
 
-                mlflow.log_metrics({"train_time_s": elapsed})
+                kept_pck = history[kept - 1]["val_pck@0.05"] if history else math.nan
+                mlflow.log_metrics({"train_time_s": elapsed, "kept_epoch": kept, "kept_val_pck_at_0.05": kept_pck})
         return final
     except BaseException as e:
         if run:

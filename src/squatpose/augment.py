@@ -1,0 +1,106 @@
+"""Augmentation of training batches from the stored crops, on the training device.
+
+Each sample draws one affine matrix A mapping stored-crop pixels to augmented-crop pixels:
+a random scale and rotation about the box centre, where the box is the whole crop or, for a
+half-body sample, a box around its labeled leg joints (legs-only framing), then an optional
+horizontal flip. The crop is resampled through A (bilinear, black outside, like the stored
+crops), the keypoints are mapped by A (left and right swapped on a flip), and the targets come
+from the codec's encoder, exactly as the stored ones did. No JPEG is decoded again.
+
+The flip mirrors about x = (crop_w - stride) / 2, the axis the heatmap grid is symmetric
+about, so a flipped sample's targets are exactly the mirrored targets with left and right
+swapped (a mirror about the crop's own centre would put them 0.75 heatmap pixels apart).
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from squatpose.codec import HeatmapCodec
+from squatpose.config import AugmentConfig
+from squatpose.imaging import MEAN, STD
+from squatpose.joints import FLIP_INDEX
+
+
+def draw_affines(kp_crop: torch.Tensor, cfg: AugmentConfig, codec: HeatmapCodec,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (N, 2, 3) float64 matrices (stored crop -> augmented crop) and (N,) flip flags."""
+    kp = kp_crop.detach().to("cpu", torch.float64)
+    n, w, h = len(kp), codec.crop_w, codec.crop_h
+
+    def uniform() -> torch.Tensor:
+        return torch.rand(n, generator=generator, dtype=torch.float64)
+
+    def normal() -> torch.Tensor:
+        return torch.randn(n, generator=generator, dtype=torch.float64)
+
+    scale = (1 + normal() * cfg.scale).clamp(1 - cfg.scale, 1 + cfg.scale)
+    angle = (normal() * cfg.rotation).clamp(-2 * cfg.rotation, 2 * cfg.rotation)
+    angle = torch.where(uniform() < cfg.rotation_prob, angle, torch.zeros(n, dtype=torch.float64))
+    flip = uniform() < cfg.flip_prob
+    half = uniform() < cfg.half_body_prob
+
+    center = torch.tensor([w / 2, h / 2], dtype=torch.float64).repeat(n, 1)
+    box_w = torch.full((n,), float(w), dtype=torch.float64)
+    labeled = (kp[..., 2] > 0) & (kp[..., 0] >= 0) & (kp[..., 0] < w) & (kp[..., 1] >= 0) & (kp[..., 1] < h)
+    for i in torch.nonzero(half & (labeled.sum(1) >= 2)).flatten().tolist():
+        xy = kp[i, labeled[i], :2]
+        lo, hi = xy.min(0).values, xy.max(0).values
+        bw, bh = (hi - lo).tolist()
+        bw = max(bw, bh * w / h, 0.25 * w) * cfg.half_body_padding  # the crop's aspect, not too small
+        if bw < w:  # only ever zoom in on the legs
+            center[i], box_w[i] = (lo + hi) / 2, bw
+
+    zoom = w / (box_w * scale)
+    rad = angle * math.pi / 180
+    cos, sin = torch.cos(rad) * zoom, torch.sin(rad) * zoom
+    a = torch.zeros(n, 3, 3, dtype=torch.float64)
+    a[:, 0, 0], a[:, 0, 1], a[:, 1, 0], a[:, 1, 1] = cos, sin, -sin, cos
+    a[:, :2, 2] = torch.tensor([w / 2, h / 2], dtype=torch.float64) - (a[:, :2, :2] @ center[..., None])[..., 0]
+    a[:, 2, 2] = 1
+    mirror = torch.tensor([[-1, 0, w - codec.stride], [0, 1, 0], [0, 0, 1]], dtype=torch.float64)
+    a = torch.where(flip[:, None, None], mirror @ a, a)
+    return a[:, :2], flip
+
+
+def transform_keypoints(kp_crop: torch.Tensor, affines: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Keypoints (N, 6, 3) mapped by (N, 2, 3) matrices; left and right swapped where flipped."""
+    m = affines.to(kp_crop.device, torch.float32)
+    out = kp_crop.clone().float()
+    out[..., :2] = kp_crop[..., :2].float() @ m[:, :, :2].transpose(1, 2) + m[:, None, :, 2]
+    swapped = out[:, list(FLIP_INDEX)]
+    return torch.where(flip.to(out.device)[:, None, None], swapped, out)
+
+
+def warp_images(images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
+    """Normalised images (N, 3, H, W) resampled so that output pixel p shows input pixel A^-1 p.
+
+    Pixel centres are integer coordinates (as in the keypoints); outside the input is black.
+    """
+    n, _, h, w = images.shape
+    full = torch.cat([affines, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=affines.dtype).expand(n, 1, 3)], 1)
+    inv = torch.linalg.inv(full)[:, :2].to(images.device, torch.float32)
+    ys, xs = torch.meshgrid(torch.arange(h, device=images.device, dtype=torch.float32),
+                            torch.arange(w, device=images.device, dtype=torch.float32), indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, h * w, 3)
+    src = (pix @ inv.transpose(1, 2)).reshape(n, h, w, 2)
+    grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], -1)
+    black = ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).to(images.device, images.dtype).view(1, 3, 1, 1)
+    out = F.grid_sample(images - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + black
+
+
+def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, cfg: AugmentConfig, codec: HeatmapCodec,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augmented images, target heatmaps (N, 6, h, w) and weights (N, 6), on the images' device."""
+    affines, flip = draw_affines(kp_crop, cfg, codec, generator)
+    kp = transform_keypoints(kp_crop.to(images.device), affines, flip)
+    target, weight = codec.encode(kp)
+    return warp_images(images, affines), target, weight
+
+
+def seeded_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    """The CPU generator of one epoch on one rank: a resumed epoch draws the same augmentations."""
+    return torch.Generator().manual_seed(int(np.uint64(seed) * 1_000_003 + epoch * 1_009 + rank) % 2**63)

@@ -1,0 +1,137 @@
+"""Augmentation on real stored crops: image and keypoints move together, targets through the codec."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from squatpose import joints
+from squatpose.augment import augment_batch, draw_affines, seeded_generator, transform_keypoints, warp_images
+from squatpose.codec import HeatmapCodec
+from squatpose.coco import person_records
+from squatpose.config import AugmentConfig, CropConfig, HeatmapConfig
+from squatpose.imaging import crops_to_tensor
+from squatpose.shards import ShardDataset, write_shards
+from tests.conftest import SAMPLE, ann_path
+
+codec = HeatmapCodec()
+OFF = AugmentConfig(scale=0.0, rotation=0.0, rotation_prob=0.0, flip_prob=0.0, half_body_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> dict:
+    """16 real val persons of the sample, read from shards as training reads them."""
+    table, _ = person_records(ann_path(SAMPLE, "val"), SAMPLE / "val2017")
+    out = tmp_path_factory.mktemp("shards") / "val"
+    write_shards(table, out, CropConfig(), HeatmapConfig(), shard_size=64, workers=1, progress=False)
+    ds = ShardDataset(out)
+    items = [ds[i] for i in range(16)]
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "target", "target_weight",
+                                                                             "kp_crop")}
+
+
+def test_nothing_drawn_is_the_identity(batch):
+    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], OFF, codec, seeded_generator(0, 0))
+    torch.testing.assert_close(image, batch["image"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(target, batch["target"], atol=1e-3, rtol=0)  # stored as float16
+    torch.testing.assert_close(weight, batch["target_weight"])
+
+
+def test_flipped_sample_targets_are_the_mirrored_targets_with_left_and_right_swapped(batch):
+    cfg = dataclasses.replace(OFF, flip_prob=1.0)
+    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], cfg, codec, seeded_generator(0, 0))
+    mirrored = torch.flip(batch["target"], dims=[-1])[:, list(joints.FLIP_INDEX)]
+    torch.testing.assert_close(target, mirrored, atol=1e-3, rtol=0)
+    torch.testing.assert_close(weight, batch["target_weight"][:, list(joints.FLIP_INDEX)])
+    assert weight.sum() > 50  # real joints, not empty heatmaps
+    # the image is mirrored about the same axis, x -> (192 - 4) - x: columns 0..188 reversed
+    torch.testing.assert_close(image[..., :189], torch.flip(batch["image"][..., :189], dims=[-1]),
+                               atol=1e-4, rtol=0)
+
+
+def test_rotated_sample_decodes_to_the_rotated_keypoints(batch):
+    cfg = dataclasses.replace(OFF, rotation=30.0, rotation_prob=1.0)
+    generator = seeded_generator(1, 0)
+    affines, flip = draw_affines(batch["kp_crop"], cfg, codec, generator)
+    angles = torch.rad2deg(torch.atan2(affines[:, 0, 1], affines[:, 0, 0]))
+    assert angles.abs().max() > 20 and not flip.any()  # it did rotate
+    kp = transform_keypoints(batch["kp_crop"], affines, flip)
+    target, weight = codec.encode(kp)
+    decoded, _ = codec.decode(target)
+    used = weight > 0
+    assert used.sum() > 40
+    # within the heatmap quantisation: the argmax cell +- a quarter cell, i.e. half a stride
+    err = (decoded - kp[..., :2]).abs()[used]
+    assert err.max() <= codec.stride / 2 + 1e-4
+    # and the keypoints really are rotated: distances between joints are kept, positions are not
+    d_before = torch.cdist(batch["kp_crop"][..., :2], batch["kp_crop"][..., :2])
+    d_after = torch.cdist(kp[..., :2], kp[..., :2])
+    torch.testing.assert_close(d_after, d_before, atol=1e-3, rtol=1e-4)
+    assert (kp[..., :2] - batch["kp_crop"][..., :2]).abs()[used].mean() > 5
+
+
+def _dots(kp: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Images (N, 3, h, w) that are black except for a small bright disc at each labeled joint."""
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    img = torch.zeros(len(kp), 3, h, w)
+    for n in range(len(kp)):
+        for j in range(kp.shape[1]):
+            if kp[n, j, 2] > 0:
+                d2 = (xs - kp[n, j, 0]) ** 2 + (ys - kp[n, j, 1]) ** 2
+                img[n, j % 3] = torch.maximum(img[n, j % 3], torch.exp(-d2 / 8))
+    return img
+
+
+@pytest.mark.parametrize("cfg", [
+    AugmentConfig(),  # everything at once: scale, rotation, flip, half-body
+    dataclasses.replace(OFF, half_body_prob=1.0),
+    dataclasses.replace(OFF, scale=0.35, rotation=40.0, rotation_prob=1.0, flip_prob=1.0),
+])
+def test_image_and_keypoints_move_together(batch, cfg):
+    """Paint each joint into an image, augment image and keypoints: the paint lands on the joint."""
+    kp = batch["kp_crop"].clone()
+    inside = (kp[..., 0] > 4) & (kp[..., 0] < 187) & (kp[..., 1] > 4) & (kp[..., 1] < 251) & (kp[..., 2] > 0)
+    kp[..., 2] = inside.float()
+    kp = kp[:, :3]  # one joint per colour channel: hips and left knee
+    img = _dots(kp, 256, 192)
+    affines, flip = draw_affines(batch["kp_crop"], cfg, codec, seeded_generator(2, 0))
+    out = warp_images(img, affines)
+    moved = transform_keypoints(batch["kp_crop"], affines, torch.zeros_like(flip))[:, :3]  # no L/R swap here
+    # the painted peak sits at the pixel nearest the joint (<= 0.5 px off), which the zoom magnifies
+    tolerance = 0.5 * torch.linalg.det(affines[:, :, :2]).abs().sqrt() + 0.75
+    checked = 0
+    for n in range(len(kp)):
+        for j in range(3):
+            x, y = moved[n, j, :2]
+            if kp[n, j, 2] == 0 or not (3 < x < 188 and 3 < y < 252):
+                continue
+            peak = divmod(int(out[n, j].argmax()), 192)
+            assert max(abs(peak[0] - y), abs(peak[1] - x)) <= tolerance[n], (n, j, peak, (float(x), float(y)))
+            checked += 1
+    assert checked >= 20
+
+
+def test_half_body_zooms_onto_the_legs(batch):
+    cfg = dataclasses.replace(OFF, half_body_prob=1.0)
+    affines, _ = draw_affines(batch["kp_crop"], cfg, codec, seeded_generator(0, 0))
+    zoom = torch.linalg.det(affines[:, :, :2]).sqrt()
+    labeled = (batch["kp_crop"][..., 2] > 0).sum(1)
+    assert (zoom[labeled >= 2] >= 1).all() and (zoom[labeled >= 2] > 1.2).any()
+    assert (zoom[labeled < 2] == 1).all()
+    kp = transform_keypoints(batch["kp_crop"], affines, torch.zeros(len(zoom), dtype=torch.bool))
+    legs = kp[labeled >= 2]
+    before = batch["kp_crop"][labeled >= 2]
+    vis = (before[..., 2] > 0) & (before[..., 0] >= 0) & (before[..., 0] < 192) & (before[..., 1] >= 0) \
+        & (before[..., 1] < 256)  # the joints the box is drawn around stay in view
+    assert ((legs[..., 0] >= 0) & (legs[..., 0] < 192) & (legs[..., 1] >= 0) & (legs[..., 1] < 256))[vis].all()
+
+
+def test_draws_are_seeded_per_epoch_and_rank(batch):
+    a1, _ = draw_affines(batch["kp_crop"], AugmentConfig(), codec, seeded_generator(0, 3))
+    a2, _ = draw_affines(batch["kp_crop"], AugmentConfig(), codec, seeded_generator(0, 3))
+    a3, _ = draw_affines(batch["kp_crop"], AugmentConfig(), codec, seeded_generator(0, 4))
+    a4, _ = draw_affines(batch["kp_crop"], AugmentConfig(), codec, seeded_generator(0, 3, rank=1))
+    torch.testing.assert_close(a1, a2)
+    assert not torch.allclose(a1, a3) and not torch.allclose(a1, a4)
