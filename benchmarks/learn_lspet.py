@@ -1,6 +1,7 @@
 """Learning benchmark: every architecture trained from scratch on real held-out data (LSP Extended).
 
     python benchmarks/learn_lspet.py                 # the README table (about 90 min on 2 CPU cores)
+    python benchmarks/learn_lspet.py --crop 192x256 --epochs 140   # the real thing, on a GPU
     python benchmarks/learn_lspet.py --limit 200 --epochs 1 --out /tmp/lspet-smoke   # a quick check
 
 LSPET images 1-7000 train, 7001-8000 validate (`squatpose import-lsp`, then the pipeline's own
@@ -9,8 +10,10 @@ the best of them (val PCK@0.05) again without, to show what augmentation is wort
 smaller than the report's 256x192 (`--crop`) so that the whole table fits the CPU budget; the
 learning-rate schedule is a cosine with a short warm-up. Each run's checkpoint (the best epoch on
 val PCK@0.05) is kept under `--out` (not in git), e.g. `<out>/checkpoints/resnet18-aug/model.pt`,
-and every run is tracked in MLflow (experiment `lspet-benchmark`). Interrupted, it resumes.
-Prints a table and writes `<out>/results.md` and `<out>/results.json`.
+`<out>/best.pt` links to the best of them, and every run is tracked in MLflow (experiment
+`lspet-benchmark`). Interrupted, it resumes.
+Prints a table and writes `<out>/results.md` and `<out>/results.json`. The converted files and
+subset tables under `--out` are reused as they are: give another `--out` for another `--limit`.
 """
 
 import argparse
@@ -18,7 +21,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +30,7 @@ import yaml
 from squatpose import joints
 from squatpose.atomic import atomic_path, write_json
 from squatpose.codec import HeatmapCodec
-from squatpose.config import load_params, params_from_dict
+from squatpose.config import Params, params_from_dict
 from squatpose.download import provide_coco_dir
 from squatpose.evaluate import accuracy, evaluate_row, predict
 from squatpose.lsp import import_lsp
@@ -41,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 LSPET = REPO.parent / "shared" / "data" / "lspet"
 
 
-def benchmark_params(args: argparse.Namespace, coco_dir: Path, rows: dict) -> "Params":  # noqa: F821
+def benchmark_params(args: argparse.Namespace, coco_dir: Path, rows: dict) -> Params:
     """The repository's params.yaml with the benchmark's data, crop size, schedule and rows."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     width, height = (int(v) for v in args.crop.split("x"))
@@ -135,7 +137,7 @@ def main() -> None:
     parser.add_argument("--lspet", default=str(LSPET), help="folder with joints.mat and images/")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "lspet"))
     parser.add_argument("--crop", default="96x128", help="crop WIDTHxHEIGHT (the report: 192x256)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100, help="warm-up batches")
@@ -159,7 +161,16 @@ def main() -> None:
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
     print(text)
-    print(f"best checkpoint: {best['checkpoint']}")
+    link_best(out, results)
+
+
+def link_best(out: Path, results: list[dict]) -> None:
+    """`<out>/best.pt`: a link to the checkpoint of the run with the best val PCK@0.05."""
+    best = max(results, key=lambda r: r["pck@0.05"])
+    link = out / "best.pt"
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path(best["checkpoint"]).resolve().relative_to(out.resolve()))
+    print(f"best checkpoint: {link} -> {best['checkpoint']} ({best['row']}, val PCK@0.05 {best['pck@0.05']:.3f})")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 import dataclasses
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -12,7 +10,6 @@ from squatpose.augment import augment_batch, draw_affines, seeded_generator, tra
 from squatpose.codec import HeatmapCodec
 from squatpose.coco import person_records
 from squatpose.config import AugmentConfig, CropConfig, HeatmapConfig
-from squatpose.imaging import crops_to_tensor
 from squatpose.shards import ShardDataset, write_shards
 from tests.conftest import SAMPLE, ann_path
 
@@ -33,7 +30,8 @@ def batch(tmp_path_factory) -> dict:
 
 
 def test_nothing_drawn_is_the_identity(batch):
-    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], OFF, codec, seeded_generator(0, 0))
+    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], batch["target_weight"], OFF, codec,
+                                          seeded_generator(0, 0))
     torch.testing.assert_close(image, batch["image"], atol=1e-4, rtol=0)
     torch.testing.assert_close(target, batch["target"], atol=1e-3, rtol=0)  # stored as float16
     torch.testing.assert_close(weight, batch["target_weight"])
@@ -41,7 +39,8 @@ def test_nothing_drawn_is_the_identity(batch):
 
 def test_flipped_sample_targets_are_the_mirrored_targets_with_left_and_right_swapped(batch):
     cfg = dataclasses.replace(OFF, flip_prob=1.0)
-    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], cfg, codec, seeded_generator(0, 0))
+    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], batch["target_weight"], cfg, codec,
+                                          seeded_generator(0, 0))
     mirrored = torch.flip(batch["target"], dims=[-1])[:, list(joints.FLIP_INDEX)]
     torch.testing.assert_close(target, mirrored, atol=1e-3, rtol=0)
     torch.testing.assert_close(weight, batch["target_weight"][:, list(joints.FLIP_INDEX)])
@@ -126,6 +125,27 @@ def test_half_body_zooms_onto_the_legs(batch):
     vis = (before[..., 2] > 0) & (before[..., 0] >= 0) & (before[..., 0] < 192) & (before[..., 1] >= 0) \
         & (before[..., 1] < 256)  # the joints the box is drawn around stay in view
     assert ((legs[..., 0] >= 0) & (legs[..., 0] < 192) & (legs[..., 1] >= 0) & (legs[..., 1] < 256))[vis].all()
+
+
+def test_a_joint_the_stored_crop_did_not_show_stays_unsupervised(batch):
+    """Zooming out can bring a labeled joint that lay outside the stored crop into view, onto black
+    padding: it must not become a target there."""
+    kp, weight = batch["kp_crop"][:4].clone(), batch["target_weight"][:4].clone()
+    kp[:, 0] = torch.tensor([-20.0, 128.0, 2.0])  # left hip labeled, 20 px left of the crop
+    weight[:, 0] = 0  # as the codec stored it
+    assert codec.encode(kp)[1][:, 0].eq(0).all()
+    cfg = dataclasses.replace(OFF, scale=0.35)
+    supervised = 0
+    for seed in range(40):
+        _, _, w = augment_batch(batch["image"][:4], kp, weight, cfg, codec, seeded_generator(seed, 0))
+        supervised += int(w[:, 0].sum())
+    assert supervised == 0
+    # while the same draws do bring it onto the heatmap grid (what the mask is for)
+    on_grid = 0
+    for seed in range(40):
+        moved = transform_keypoints(kp, *draw_affines(kp, cfg, codec, seeded_generator(seed, 0)))
+        on_grid += int(codec.encode(moved)[1][:, 0].sum())
+    assert on_grid > 10
 
 
 def test_draws_are_seeded_per_epoch_and_rank(batch):

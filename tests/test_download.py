@@ -1,5 +1,6 @@
 """The download stage against a real HTTP server on 127.0.0.1 serving zips the test builds."""
 
+import dataclasses
 import io
 import json
 import threading
@@ -13,7 +14,7 @@ import pytest
 from squatpose.config import DataConfig, DownloadConfig
 from squatpose.download import Archive, download_archives, extract, fetch, provide_sample, run
 from squatpose.errors import DownloadError
-from tests.conftest import SAMPLE, ann_path
+from tests.conftest import REPO, SAMPLE, ann_path
 
 
 class Server:
@@ -219,3 +220,22 @@ def test_sample_source_provides_the_same_layout(tmp_path):
     assert not (out / "val2017" / "extra.jpg").exists()
     with pytest.raises(DownloadError, match="has no 'annotations' folder"):
         provide_sample(tmp_path / "empty", tmp_path / "o")
+
+
+def test_own_coco_dir_is_validated_copied_and_its_images_read_in_place(tmp_path, monkeypatch):
+    from squatpose.coco import images_dir
+    from squatpose.download import provide_coco_dir
+    from squatpose.errors import AnnotationError
+
+    monkeypatch.chdir(REPO)  # relative paths are relative to the repository root, where stages run
+    data = DataConfig(source="coco_dir")  # defaults: the sample's own files, relative
+    provide_coco_dir(data, tmp_path / "raw")
+    for split in ("train", "val"):
+        copied = tmp_path / "raw" / "annotations" / f"person_keypoints_{split}2017.json"
+        assert copied.read_bytes() == (REPO / getattr(data, f"{split}_annotations")).read_bytes()
+        assert images_dir(tmp_path / "raw", split) == Path(f"data/sample/{split}2017")  # as given
+    with pytest.raises(DownloadError, match=r"^nowhere: not a folder \(params.yaml: data.val_images\)$"):
+        provide_coco_dir(dataclasses.replace(data, val_images="nowhere"), tmp_path / "raw")
+    with pytest.raises(AnnotationError, match=r"cannot read the annotation file .*data.train_annotations\)$"):
+        provide_coco_dir(dataclasses.replace(data, train_annotations="data/sample"), tmp_path / "raw")
+    assert images_dir(tmp_path / "raw", "val") == Path("data/sample/val2017")  # the good copy is kept

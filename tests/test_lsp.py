@@ -12,7 +12,7 @@ import scipy.io
 from squatpose import joints
 from squatpose.coco import person_records
 from squatpose.errors import AnnotationError
-from squatpose.lsp import LSP_TO_COCO, import_lsp, parse_split
+from squatpose.lsp import LSP_TO_COCO, import_lsp, parse_split, parse_splits
 from squatpose.subsets import lower
 from tests.conftest import SHARED
 
@@ -45,7 +45,9 @@ def test_lspet_layout_mapping_visibility_and_box(tmp_path):
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": j})
     _images(tmp_path / "images", [f"im{i:05d}.jpg" for i in (1, 2, 3, 4)])
     counts = import_lsp(tmp_path / "joints.mat", tmp_path / "images", tmp_path / "out")
-    assert counts == {"all": {"layout": "lspet", "persons": 3, "missing_image": 0, "too_few_joints": 1}}
+    assert counts == {"all": {"path": str(tmp_path / "out" / "annotations" / "person_keypoints_all.json"),
+                              "layout": "lspet", "persons": 3, "missing_image": 0, "unreadable_image": 0,
+                              "too_few_joints": 1}}
     data = json.loads((tmp_path / "out" / "annotations" / "person_keypoints_all.json").read_text())
     assert data["categories"][0]["keypoints"] == list(joints.COCO_KEYPOINTS)
     a1, a2, a3 = data["annotations"]
@@ -68,13 +70,15 @@ def test_lspet_layout_mapping_visibility_and_box(tmp_path):
 
 
 def test_original_lsp_layout_marks_occluded_joints(tmp_path):
-    j = np.transpose(_lspet_joints(2), (1, 0, 2)).copy()  # (3, 14, N)
+    j = np.transpose(_lspet_joints(3), (1, 0, 2)).copy()  # (3, 14, N)
     j[2] = 0
     j[2, 4, 0] = 1  # LSP: flag 1 = occluded left knee
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": j})
-    _images(tmp_path / "images", ["im0001.jpg"])  # LSP's 4-digit names; image 2 missing
-    counts = import_lsp(tmp_path / "joints.mat", tmp_path / "images", tmp_path / "out", {"train": range(1, 3)})
-    assert counts["train"] == {"layout": "lsp", "persons": 1, "missing_image": 1, "too_few_joints": 0}
+    _images(tmp_path / "images", ["im0001.jpg"])  # LSP's 4-digit names; image 2 missing, 3 not an image
+    (tmp_path / "images" / "im0003.jpg").write_text("not a JPEG")
+    counts = import_lsp(tmp_path / "joints.mat", tmp_path / "images", tmp_path / "out", {"train": range(1, 4)})
+    assert {k: v for k, v in counts["train"].items() if k != "path"} == {
+        "layout": "lsp", "persons": 1, "missing_image": 1, "unreadable_image": 1, "too_few_joints": 0}
     data = json.loads((tmp_path / "out" / "annotations" / "person_keypoints_train.json").read_text())
     kp = np.array(data["annotations"][0]["keypoints"]).reshape(17, 3)
     assert kp[13, 2] == 1 and kp[11, 2] == 2 and kp[16, 2] == 2
@@ -84,6 +88,17 @@ def test_original_lsp_layout_marks_occluded_joints(tmp_path):
 def test_bad_split_is_refused(text):
     with pytest.raises(AnnotationError, match="NAME=FIRST-LAST"):
         parse_split(text)
+
+
+def test_overlapping_or_repeated_splits_are_refused(tmp_path):
+    scipy.io.savemat(tmp_path / "joints.mat", {"joints": _lspet_joints(10)})
+    (tmp_path / "images").mkdir()
+    with pytest.raises(AnnotationError, match="split val overlaps another split \\(image 7\\)"):
+        import_lsp(tmp_path / "joints.mat", tmp_path / "images", tmp_path / "o",
+                   parse_splits(["train=1-8", "val=7-10"]))
+    with pytest.raises(AnnotationError, match="--split a given twice"):
+        parse_splits(["a=1-2", "a=3-4"])
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -189,5 +189,6 @@ def test_own_coco_format_data_in_one_command(repo, tmp_path):
     errors = [l for l in (proc.stderr + proc.stdout).splitlines() if l.startswith("error:")]
     assert proc.returncode != 0 and errors == [
         f"error: {labels}: not COCO keypoints: categories: 'person' keypoints lack left_ankle "
-        "(needs left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle)"]
+        "(needs left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle) "
+        "(params.yaml: data.val_annotations)"]
     assert load_json(repo / "metrics" / "subsets.json") == counts

@@ -136,26 +136,37 @@ def test_lr_schedules():
     assert [lr_factor(warm, 0, i) for i in (0, 50, 100, 500)] == pytest.approx([1e-3, 0.5005, 1, 1])
 
 
-def test_best_epoch_is_kept_and_early_stop_follows_its_rule(data, tmp_path):
-    """model.pt holds the weights of the best val PCK@0.05 epoch: the same weights as a run that
-    ended at that epoch; training stops once `early_stop` epochs bring nothing better."""
+def test_best_epoch_is_kept_and_early_stop_follows_its_rule(data, tmp_path, monkeypatch):
+    """model.pt holds the weights of the best val PCK@0.05 epoch (the same weights as a run that
+    ended at that epoch), and training stops once `early_stop` epochs bring nothing better.
+    The val PCK sequence is scripted so that the rule must fire: best at epoch 2, stop after 4."""
+    import squatpose.train as train_module
+
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.5, 0.6])
+    monkeypatch.setattr(train_module, "accuracy", lambda *a, **k: {"pck@0.05": next(scripted)})
     arch = {"lr_schedule": "constant", "lr": 0.003}
     params = params_from_dict(make_params(tmp_path, epochs=6, arch={**arch, "early_stop": 2}))
     ckpt = train_row("r", params, data / "shards", data / "subsets", tmp_path / "long", progress=False, track=False)
     model, meta = load_checkpoint(ckpt)
-    pck = [h["val_pck@0.05"] for h in meta["history"]]
-    best = 1 + int(np.argmax(pck))
-    assert meta["kept_epoch"] == best
-    for e in range(1, len(pck)):  # epochs before the last: the rule did not fire
-        assert e - (1 + int(np.argmax(pck[:e]))) < 2
-    assert len(pck) == 6 or len(pck) - best >= 2
-    assert meta["stopped_early"] == (len(pck) < 6)
-    short = params_from_dict(make_params(tmp_path, epochs=best, arch=arch, select_best=False))
+    assert [h["val_pck@0.05"] for h in meta["history"]] == [0.1, 0.3, 0.2, 0.25]
+    assert meta["kept_epoch"] == 2 and meta["epochs_run"] == 4 and meta["stopped_early"]
+    monkeypatch.undo()
+    short = params_from_dict(make_params(tmp_path, epochs=2, arch=arch, select_best=False))
     ref, ref_meta = load_checkpoint(train_row("r", short, data / "shards", data / "subsets", tmp_path / "short",
                                               progress=False, track=False))
-    assert ref_meta["kept_epoch"] == best
+    assert ref_meta["kept_epoch"] == 2 and not ref_meta["stopped_early"]
     for (k, x), y in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(x, y), k
+    # early_stop and select_best pick from the trajectory, they do not change it: a new value
+    # keeps the same resume key, but not the same model.pt
+    from squatpose.train import model_fingerprint, run_fingerprint
+
+    ds = ShardDataset.from_subset(data / "shards" / "train", subset_path(data / "subsets", "train", "lower60k"))
+    vs = ShardDataset.from_subset(data / "shards" / "val", subset_path(data / "subsets", "val", "lower60k"))
+    other = params_from_dict(make_params(tmp_path, epochs=6, arch={**arch, "early_stop": 5}))
+    assert run_fingerprint("r", params, ds, vs) == run_fingerprint("r", other, ds, vs)
+    traj = run_fingerprint("r", params, ds, vs)
+    assert model_fingerprint(traj, params, "r") != model_fingerprint(traj, other, "r")
 
 
 def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeypatch, caplog):
@@ -273,6 +284,9 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
         assert r.data.tags["git_commit"] != ""
         assert r.data.params["model.epochs"] == "2" and r.data.params["train.seed"] == "0"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")] == [1, 2]
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "lr")] == [1, 2]
+        assert r.data.metrics["kept_epoch"] in (1, 2) and r.data.params["model.lr_schedule"] == "step"
+        assert r.data.params["augment"] == "False"
         metrics = yaml.safe_load((tmp_path / "r.json").read_text())
         assert r.data.metrics["final.pck_at_0.05"] == pytest.approx(metrics["pck@0.05"])
         names = {a.path for a in client.list_artifacts(child.info.run_id)}

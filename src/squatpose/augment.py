@@ -14,7 +14,6 @@ swapped (a mirror about the crop's own centre would put them 0.75 heatmap pixels
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -92,9 +91,15 @@ def warp_images(images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     return out + black
 
 
-def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, cfg: AugmentConfig, codec: HeatmapCodec,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augmented images, target heatmaps (N, 6, h, w) and weights (N, 6), on the images' device."""
+def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, stored_weight: torch.Tensor, cfg: AugmentConfig,
+                  codec: HeatmapCodec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augmented images, target heatmaps (N, 6, h, w) and weights (N, 6), on the images' device.
+
+    A joint the stored crop did not show (stored weight 0: unlabeled, or outside the crop) stays
+    unsupervised even if a zoom-out or rotation brings its position into view: there it is black.
+    """
+    kp_crop = kp_crop.clone()
+    kp_crop[..., 2] *= (stored_weight.to(kp_crop.device) > 0).to(kp_crop.dtype)
     affines, flip = draw_affines(kp_crop, cfg, codec, generator)
     kp = transform_keypoints(kp_crop.to(images.device), affines, flip)
     target, weight = codec.encode(kp)
@@ -103,4 +108,4 @@ def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, cfg: AugmentConfi
 
 def seeded_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     """The CPU generator of one epoch on one rank: a resumed epoch draws the same augmentations."""
-    return torch.Generator().manual_seed(int(np.uint64(seed) * 1_000_003 + epoch * 1_009 + rank) % 2**63)
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 1_009 + rank) % 2**63)

@@ -45,22 +45,18 @@ def _import_lsp(args: argparse.Namespace) -> None:
     """Convert LSP / LSP Extended annotations to COCO keypoint files."""
     from pathlib import Path
 
-    from squatpose.lsp import import_lsp, parse_split
+    from squatpose.lsp import import_lsp, parse_splits
 
-    splits = dict(parse_split(s) for s in args.split) if args.split else None
-    counts = import_lsp(args.joints, args.images, args.out, splits)
-    images = Path(args.images).resolve()
-    for name, c in counts.items():
-        ann = Path(args.out) / "annotations" / f"person_keypoints_{name}.json"
-        print(f"{ann}: {c['persons']} persons ({c['layout']}); left out: {c['missing_image']} images "
-              f"not found, {c['too_few_joints']} with fewer than 2 labeled joints")
+    counts = import_lsp(args.joints, args.images, args.out, parse_splits(args.split) if args.split else None)
+    for c in counts.values():
+        print(f"{c['path']}: {c['persons']} persons ({c['layout']}); left out: {c['missing_image']} images "
+              f"not found, {c['unreadable_image']} unreadable, {c['too_few_joints']} with fewer than 2 "
+              "labeled joints")
     if {"train", "val"} <= set(counts):
-        out = Path(args.out)
+        images = Path(args.images).resolve()
         print("train on it with:\n  dvc exp run -S data.source=coco_dir "
-              f"-S data.train_annotations={out / 'annotations' / 'person_keypoints_train.json'} "
-              f"-S data.train_images={images} "
-              f"-S data.val_annotations={out / 'annotations' / 'person_keypoints_val.json'} "
-              f"-S data.val_images={images}")
+              f"-S data.train_annotations={Path(counts['train']['path']).resolve()} -S data.train_images={images} "
+              f"-S data.val_annotations={Path(counts['val']['path']).resolve()} -S data.val_images={images}")
 
 
 def build_parser() -> argparse.ArgumentParser:

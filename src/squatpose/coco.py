@@ -23,6 +23,7 @@ from squatpose.errors import AnnotationError
 
 log = logging.getLogger(__name__)
 
+IMAGES_MANIFEST = "images.json"  # in raw data whose images live elsewhere: {split: folder}
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 # Why a person can be skipped, as counted in metrics/subsets.json.
@@ -77,6 +78,8 @@ def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
+    except OSError as e:  # a folder, no permission, ...
+        raise AnnotationError(f"{path}: cannot read the annotation file ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path}: not valid JSON ({e})") from None
     _require(isinstance(data, dict), path, "top level is not an object")
@@ -118,6 +121,15 @@ def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
     return coco, index
+
+
+def images_dir(raw_dir: str | Path, split: str) -> Path:
+    """The image folder of a split of the raw data: `<split>2017/`, or, for a user's own dataset
+    (`data.source: coco_dir`), the folder that `images.json` names."""
+    manifest = Path(raw_dir) / IMAGES_MANIFEST
+    if manifest.is_file():
+        return Path(json.loads(manifest.read_text())[split])
+    return Path(raw_dir) / f"{split}2017"
 
 
 def _image_readable(path: Path) -> str | None:

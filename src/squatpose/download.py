@@ -27,10 +27,9 @@ from tqdm import tqdm
 
 from squatpose.atomic import atomic_path, write_json
 from squatpose.config import DataConfig, DownloadConfig
-from squatpose.errors import DownloadError
+from squatpose.errors import AnnotationError, DownloadError
 
 CHUNK = 1 << 20
-IMAGES_MANIFEST = "images.json"
 
 
 class CorruptArchive(DownloadError):
@@ -195,30 +194,26 @@ def provide_sample(sample_dir: str | Path, out_dir: str | Path) -> None:
 def provide_coco_dir(data: DataConfig, out_dir: str | Path) -> None:
     """Make a user's COCO-format dataset (`data.train_*`, `data.val_*`) the pipeline's raw data.
 
-    Both annotation files are validated (a one-line error naming the file and field) and copied
-    in as `annotations/person_keypoints_<split>2017.json`; the images stay where they are and
-    `images.json` records their folders (absolute), so the next stages read them in place.
+    Both annotation files are validated (a one-line error naming the file, the field and the
+    setting) and copied in as `annotations/person_keypoints_<split>2017.json`; the images stay
+    where they are and `images.json` records their folders as given (relative to the repository
+    root, or absolute), so the next stages read them in place.
     """
-    from squatpose.coco import load_coco
+    from squatpose.coco import IMAGES_MANIFEST, load_coco
 
     sources = {"train": (data.train_annotations, data.train_images), "val": (data.val_annotations, data.val_images)}
     for split, (ann, images) in sources.items():
-        load_coco(ann)
+        try:
+            load_coco(ann)
+        except AnnotationError as e:
+            raise AnnotationError(f"{e} (params.yaml: data.{split}_annotations)") from None
         if not Path(images).is_dir():
-            raise DownloadError(f"params.yaml: data.{split}_images: {images} is not a folder")
+            raise DownloadError(f"{images}: not a folder (params.yaml: data.{split}_images)")
     with atomic_path(out_dir) as tmp:
         (tmp / "annotations").mkdir(parents=True)
         for split, (ann, _) in sources.items():
             shutil.copyfile(ann, tmp / "annotations" / f"person_keypoints_{split}2017.json")
-        write_json(tmp / IMAGES_MANIFEST, {split: str(Path(images).resolve()) for split, (_, images) in sources.items()})
-
-
-def images_dir(raw_dir: str | Path, split: str) -> Path:
-    """The image folder of a split of raw data: `<split>2017/`, or where `images.json` says."""
-    manifest = Path(raw_dir) / IMAGES_MANIFEST
-    if manifest.is_file():
-        return Path(json.loads(manifest.read_text())[split])
-    return Path(raw_dir) / f"{split}2017"
+        write_json(tmp / IMAGES_MANIFEST, {split: images for split, (_, images) in sources.items()})
 
 
 def run(data: DataConfig, download: DownloadConfig, out_dir: str | Path, progress: bool = True) -> None:

@@ -10,7 +10,8 @@ as (3, 14, N); the third value is a flag. Joint order: 0 R ankle, 1 R knee, 2 R 
   (1 = occluded): occluded joints become v = 1, the others v = 2;
 - the bbox is the extent of all labeled joints (neck and head top included), grown by
   `BOX_MARGIN` of its width and height on each side (joints are centres, a person's outline is
-  wider) and clipped to the image; area = w * h. Persons with fewer than 2 labeled joints are left out.
+  wider) and clipped to the image; area = w * h. Persons with fewer than 2 labeled joints, and
+  images that are missing or unreadable, are left out and counted. Splits may not overlap.
 """
 
 import logging
@@ -85,14 +86,19 @@ def to_coco(lsp: np.ndarray, images_dir: str | Path, numbers: range) -> tuple[di
     """A COCO keypoint dataset of images `numbers` (1-based) and counts of what was left out."""
     images_dir = Path(images_dir)
     images, annotations = [], []
-    skipped = {"missing_image": 0, "too_few_joints": 0}
+    skipped = {"missing_image": 0, "unreadable_image": 0, "too_few_joints": 0}
     for n in numbers:
         path = image_path(images_dir, n)
         if path is None:
             skipped["missing_image"] += 1
             continue
-        with Image.open(path) as im:  # reads the header only
-            width, height = im.size
+        try:
+            with Image.open(path) as im:  # reads the header only
+                width, height = im.size
+        except OSError as e:  # PIL.UnidentifiedImageError included
+            log.warning("%s: not a readable image (%s), left out", path, e)
+            skipped["unreadable_image"] += 1
+            continue
         kp = lsp[n - 1]
         box = lsp_box(kp, width, height)
         if box is None:
@@ -112,6 +118,17 @@ def to_coco(lsp: np.ndarray, images_dir: str | Path, numbers: range) -> tuple[di
     categories = [{"id": 1, "name": "person", "supercategory": "person",
                    "keypoints": list(joints.COCO_KEYPOINTS), "skeleton": []}]
     return {"images": images, "annotations": annotations, "categories": categories}, skipped
+
+
+def parse_splits(texts: list[str]) -> dict[str, range]:
+    """['train=1-7000', 'val=7001-8000'] -> {'train': range(1, 7001), 'val': range(7001, 8001)}."""
+    splits = {}
+    for text in texts:
+        name, numbers = parse_split(text)
+        if name in splits:
+            raise AnnotationError(f"--split {name} given twice")
+        splits[name] = numbers
+    return splits
 
 
 def parse_split(text: str) -> tuple[str, range]:
@@ -134,13 +151,18 @@ def import_lsp(mat_path: str | Path, images_dir: str | Path, out_dir: str | Path
     if not images_dir.is_dir():
         raise AnnotationError(f"{images_dir}: image folder not found")
     splits = splits or {"all": range(1, len(lsp) + 1)}
+    seen: set[int] = set()
     for name, numbers in splits.items():
         if numbers.stop - 1 > len(lsp):
             raise AnnotationError(f"{mat_path}: split {name} asks for image {numbers.stop - 1}, "
                                   f"but joints has {len(lsp)} rows")
+        if seen & set(numbers):
+            raise AnnotationError(f"split {name} overlaps another split (image {min(seen & set(numbers))})")
+        seen |= set(numbers)
     counts = {}
     for name, numbers in splits.items():
         data, skipped = to_coco(lsp, images_dir, numbers)
-        write_json(Path(out_dir) / "annotations" / f"person_keypoints_{name}.json", data)
-        counts[name] = {"layout": layout, "persons": len(data["annotations"]), **skipped}
+        path = Path(out_dir) / "annotations" / f"person_keypoints_{name}.json"
+        write_json(path, data)
+        counts[name] = {"path": str(path), "layout": layout, "persons": len(data["annotations"]), **skipped}
     return counts

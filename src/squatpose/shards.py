@@ -105,8 +105,13 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
         tmp.mkdir()
         for key, value in arrays.items():
             np.save(tmp / f"{key}.npy", value)
-        meta = {"fingerprint": fingerprint(rows, crop, heatmap), "samples": len(keep),
-                "skipped": skipped}
+        # the pixels too: images replaced under the same names give other contents, so training
+        # (whose resume key includes this) does not mistake the new shards for the old
+        content = hashlib.sha1()
+        for key in ARRAYS:
+            content.update(np.ascontiguousarray(arrays[key]).tobytes())
+        meta = {"fingerprint": fingerprint(rows, crop, heatmap), "content": content.hexdigest(),
+                "samples": len(keep), "skipped": skipped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return name, len(keep), skipped
 
@@ -123,7 +128,7 @@ def _shard_done(path: Path, fp: str) -> bool:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return (meta.get("fingerprint") == fp and not meta.get("skipped")
+    return (meta.get("fingerprint") == fp and "content" in meta and not meta.get("skipped")
             and all((path / f"{a}.npy").is_file() for a in ARRAYS))
 
 
@@ -167,7 +172,8 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, hea
     shards, skipped = [], []
     for name, _, _ in plan:
         meta = json.loads((out_dir / name / "meta.json").read_text())
-        shards.append({"name": name, "samples": meta["samples"], "fingerprint": meta["fingerprint"]})
+        shards.append({"name": name, "samples": meta["samples"], "fingerprint": meta["fingerprint"],
+                       "content": meta["content"]})
         skipped.extend(meta["skipped"])
     index = {
         "format_version": FORMAT_VERSION,

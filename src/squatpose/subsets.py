@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 
 from squatpose.atomic import atomic_path, write_json
-from squatpose.coco import person_records
-from squatpose.download import images_dir
+from squatpose.coco import images_dir, person_records
 from squatpose.config import SubsetsConfig
 from squatpose.joints import keypoints_from_table
 

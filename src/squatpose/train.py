@@ -61,21 +61,27 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 # The modules a row's weights depend on, besides its architecture's file (the DVC deps of train@).
 CODE_MODULES = ("squatpose.train", "squatpose.loss", "squatpose.models", "squatpose.models.backbone",
-                "squatpose.shards", "squatpose.codec", "squatpose.imaging", "squatpose.augment")
+                "squatpose.shards", "squatpose.codec", "squatpose.imaging", "squatpose.augment", "squatpose.joints")
 
 
 def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_ds: ShardDataset) -> str:
-    """What decides a row's weights: the row, its architecture's settings, the settings of
-    `train` that change weights (not workers or device), the training code, and the exact
-    shards and persons it trains and validates on. A last.pt or model.pt is reused only if equal."""
+    """What decides a row's training trajectory: the row, its architecture's settings (but not
+    `early_stop`, which only ends it), the settings of `train` that change weights (not workers or
+    device), the augmentation of an augmented row, the training code, and the exact shards (their
+    contents) and persons it trains and validates on. A last.pt is resumed only if equal."""
     row = params.row(row_name)
     t = params.train
+    arch = {k: v for k, v in asdict(params.models[row.model]).items() if k != "early_stop"}
     augment = asdict(params.augment) if row.augment else None
-    return json_hash([row_name, asdict(row), asdict(params.models[row.model]), t.seed, t.weight_decay, t.amp,
-                      t.select_best, augment,
+    return json_hash([row_name, asdict(row), arch, t.seed, t.weight_decay, t.amp, augment,
                       source_hash(*CODE_MODULES, f"squatpose.models.{row.model}"),
-                      [s["fingerprint"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
-                      [s["fingerprint"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
+                      [s["content"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
+                      [s["content"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
+
+
+def model_fingerprint(trajectory: str, params: Params, row_name: str) -> str:
+    """What decides model.pt: the trajectory, where it may stop, and which epoch it keeps."""
+    return json_hash([trajectory, params.models[params.row(row_name).model].early_stop, params.train.select_best])
 
 
 def lr_factor(m: ModelConfig, epoch: float, iteration: int) -> float:
@@ -131,10 +137,11 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     fingerprint = run_fingerprint(row_name, params, train_ds, val_ds)
+    final_fingerprint = model_fingerprint(fingerprint, params, row_name)
     start_epoch, history, run_id, elapsed = 0, [], None, 0.0
     best = {"epoch": 0, "pck": -math.inf, "model": None}  # the model.pt candidate (val PCK@0.05)
     last, final = out_dir / "last.pt", out_dir / "model.pt"
-    if resume and final.is_file() and _meta_of(final).get("fingerprint") == fingerprint:
+    if resume and final.is_file() and _meta_of(final).get("fingerprint") == final_fingerprint:
         if main:  # e.g. trained by hand with torchrun before `dvc repro` records it
             log.info("%s: already trained with these settings, code and data; kept", final)
         if world > 1 and dist.is_initialized():
@@ -182,8 +189,8 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 image = batch["image"].to(device, non_blocking=True)
-                if row.augment:
-                    image, target, weight = augment_batch(image, batch["kp_crop"].to(device, non_blocking=True),
+                if row.augment:  # drawn on the CPU, applied on the device
+                    image, target, weight = augment_batch(image, batch["kp_crop"], batch["target_weight"],
                                                           params.augment, codec, generator)
                 else:
                     target = batch["target"].to(device, non_blocking=True)
@@ -251,7 +258,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                     "train_time_s": elapsed, "history": history, "mlflow_run_id": run_id,
                     "crop": asdict(params.crop), "heatmap": asdict(params.heatmap),
                     "data_source": params.data.source, "world_size": world, "replica_checksums": checksums,
-                    "fingerprint": fingerprint}
+                    "fingerprint": final_fingerprint}
             save_checkpoint(final, model, meta)
             last.unlink(missing_ok=True)  # only an interrupted run resumes; a finished one is done
             if run:
