@@ -44,13 +44,15 @@ def draw_affines(kp_crop: torch.Tensor, cfg: AugmentConfig, codec: HeatmapCodec,
     center = torch.tensor([w / 2, h / 2], dtype=torch.float64).repeat(n, 1)
     box_w = torch.full((n,), float(w), dtype=torch.float64)
     labeled = (kp[..., 2] > 0) & (kp[..., 0] >= 0) & (kp[..., 0] < w) & (kp[..., 1] >= 0) & (kp[..., 1] < h)
-    for i in torch.nonzero(half & (labeled.sum(1) >= 2)).flatten().tolist():
-        xy = kp[i, labeled[i], :2]
-        lo, hi = xy.min(0).values, xy.max(0).values
-        bw, bh = (hi - lo).tolist()
-        bw = max(bw, bh * w / h, 0.25 * w) * cfg.half_body_padding  # the crop's aspect, not too small
-        if bw < w:  # only ever zoom in on the legs
-            center[i], box_w[i] = (lo + hi) / 2, bw
+    inf = torch.tensor(math.inf, dtype=torch.float64)
+    lo = torch.where(labeled[..., None], kp[..., :2], inf).amin(1)  # box of the labeled leg joints
+    hi = torch.where(labeled[..., None], kp[..., :2], -inf).amax(1)
+    size = (hi - lo).nan_to_num(0, 0, 0)
+    legs_w = torch.maximum(torch.maximum(size[:, 0], size[:, 1] * w / h), torch.tensor(0.25 * w,
+                           dtype=torch.float64)) * cfg.half_body_padding  # the crop's aspect, not too small
+    zoom_in = half & (labeled.sum(1) >= 2) & (legs_w < w)  # only ever zoom in on the legs
+    center = torch.where(zoom_in[:, None], (lo + hi) / 2, center)
+    box_w = torch.where(zoom_in, legs_w, box_w)
 
     zoom = w / (box_w * scale)
     rad = angle * math.pi / 180
