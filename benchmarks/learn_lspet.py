@@ -29,13 +29,12 @@ import yaml
 
 from squatpose import joints
 from squatpose.atomic import atomic_path, write_json
-from squatpose.codec import HeatmapCodec
 from squatpose.config import Params, params_from_dict
 from squatpose.download import provide_coco_dir
-from squatpose.evaluate import accuracy, evaluate_row, predict
+from squatpose.evaluate import evaluate_row
 from squatpose.lsp import import_lsp
 from squatpose.models import ARCHITECTURES, build, load_checkpoint
-from squatpose.shards import ShardDataset, write_shards
+from squatpose.shards import write_shards
 from squatpose.subsets import subset_path, write_subsets
 from squatpose.train import train_row
 
@@ -82,14 +81,11 @@ def prepare(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
     return subsets_dir, shards_dir
 
 
-def init_pck(params, name: str, shards_dir: Path, subsets_dir: Path) -> float:
-    """Val PCK@0.05 of the architecture as initialised for training (same seed), before any step."""
+def init_pck(params: Params, row: str, shards_dir: Path, subsets_dir: Path) -> float:
+    """Val PCK@0.05 of the row's architecture as initialised for training (same seed), before any step."""
     torch.manual_seed(params.train.seed)
-    model = build(name, pretrained=False)
-    table_path = subset_path(subsets_dir, "val", "full")
-    ds = ShardDataset.from_subset(shards_dir / "val", table_path)
-    pred = predict(model, ds, HeatmapCodec.from_config(params.crop, params.heatmap), 64)
-    return accuracy(pred, ds, pd.read_parquet(table_path))["pck@0.05"]
+    model = build(params.row(row).model, pretrained=False)
+    return evaluate_row(row, params, model, {}, shards_dir / "val", subsets_dir)["pck@0.05"]
 
 
 def run_one(args, out: Path, row: str, model: str, augment: bool, subsets_dir: Path, shards_dir: Path) -> dict:
@@ -103,7 +99,7 @@ def run_one(args, out: Path, row: str, model: str, augment: bool, subsets_dir: P
     metrics = evaluate_row(row, params, net, meta, shards_dir / "val", subsets_dir, out / "figures" / row)
     history = meta["history"]
     return {"row": row, "model": model, "augment": augment, "checkpoint": str(ckpt),
-            "pck@0.05_init": init_pck(params, model, shards_dir, subsets_dir),
+            "pck@0.05_init": init_pck(params, row, shards_dir, subsets_dir),
             "epochs_run": meta["epochs_run"], "kept_epoch": meta["kept_epoch"],
             "train_time_s": meta["train_time_s"], "wall_this_call_s": wall,
             "samples_per_s": sum(h["samples"] for h in history) / max(meta["train_time_s"], 1e-9),
