@@ -138,6 +138,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100, help="warm-up batches")
     parser.add_argument("--models", default=",".join(ARCHITECTURES), help="comma-separated architectures")
+    parser.add_argument("--augment", choices=("both", "on", "off"), default="both",
+                        help="both: each model with augmentation, then the best again without (the README "
+                             "table); on / off: each model only with / without")
     parser.add_argument("--limit", type=int, help="use only the first N training images (a smoke test)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
@@ -148,10 +151,14 @@ def main() -> None:
     subsets_dir, shards_dir = prepare(args, out)
     results = []
     for model in args.models.split(","):
-        results.append(run_one(args, out, f"{model}-aug", model, True, subsets_dir, shards_dir))
+        if args.augment != "off":
+            results.append(run_one(args, out, f"{model}-aug", model, True, subsets_dir, shards_dir))
+        else:
+            results.append(run_one(args, out, f"{model}-noaug", model, False, subsets_dir, shards_dir))
         write_json(out / "results.json", {"settings": vars(args), "runs": results})
-    best = max(results, key=lambda r: r["pck@0.05"])
-    results.append(run_one(args, out, f"{best['model']}-noaug", best["model"], False, subsets_dir, shards_dir))
+    if args.augment == "both":
+        best = max(results, key=lambda r: r["pck@0.05"])
+        results.append(run_one(args, out, f"{best['model']}-noaug", best["model"], False, subsets_dir, shards_dir))
     write_json(out / "results.json", {"settings": vars(args), "runs": results})
     text = table(results, args)
     with atomic_path(out / "results.md") as tmp:

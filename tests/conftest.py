@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,3 +40,49 @@ def raw_counts(ann: dict, min_v: int = 1) -> dict:
         full += any(x > 0 for x in v)
         lower += all(x >= min_v for x in v)
     return {"full": full, "lower60k": lower, "crowd": crowd}
+
+
+PENN = REPO / "tests" / "data" / "penn_squat.npz"
+
+
+def penn_clips() -> dict:
+    """Real squat tracks (Penn Action, tests/data/penn_squat.*): clip id -> dict of xy (T, 6, 2)
+    with NaN where the joint is not visible, vis (T, 6) bool, view ("side" | "front"), and the
+    hand count of tests/data/penn_squat.json (reps, partial_reps, bottom_frames)."""
+    data = np.load(PENN)
+    info = load_json(PENN.with_suffix(".json"))
+    clips = {}
+    for c in data["clip"]:
+        c = str(c)
+        vis = data[f"vis_{c}"].astype(bool)
+        xy = data[f"xy_{c}"].astype(np.float64)
+        xy[~vis] = np.nan
+        meta = info["clips"][c]
+        clips[c] = {**meta, "xy": xy, "vis": vis, "view": "front" if meta["view"] in ("front", "back") else "side",
+                    "penn_view": meta["view"]}
+    return clips
+
+
+def penn_sequence(ids: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Real clips one after another, each shifted so its ankles stand where the first clip's did
+    and scaled to the first clip's leg length: one person doing several reps. Returns the track
+    and the hand-counted bottom frame of each rep in it."""
+    clips = penn_clips()
+    first = clips[ids[0]]["xy"]
+    anchor = np.nanmedian(first[:, 4:6], axis=(0, 1))
+    leg = np.nanmedian(np.linalg.norm(first[:, 0:2] - first[:, 4:6], axis=-1))
+    parts, bottoms, offset = [], [], 0
+    for c in ids:
+        xy = clips[c]["xy"]
+        scale = leg / np.nanmedian(np.linalg.norm(xy[:, 0:2] - xy[:, 4:6], axis=-1))
+        xy = (xy - np.nanmedian(xy[:, 4:6], axis=(0, 1))) * scale + anchor
+        parts.append(xy)
+        bottoms += [offset + b for b in clips[c]["bottom_frames"]]
+        offset += len(xy)
+    return np.concatenate(parts), bottoms
+
+
+@pytest.fixture(autouse=True)
+def onnx_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """ONNX exports made by tests (and the commands they run) go to a temp dir, not ~/.cache."""
+    monkeypatch.setenv("SQUATPOSE_CACHE", str(tmp_path_factory.getbasetemp() / "squatpose-cache"))

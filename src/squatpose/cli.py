@@ -59,6 +59,66 @@ def _import_lsp(args: argparse.Namespace) -> None:
               f"-S data.val_annotations={Path(counts['val']['path']).resolve()} -S data.val_images={images}")
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    """Joints, angles, reps and feedback of one image or video."""
+    from pathlib import Path
+
+    from squatpose.export import load_pose_model
+    from squatpose.squat.analyze import Settings, analyze
+    from squatpose.squat.boxes import PersonDetector, parse_box
+    from squatpose.squat.feedback import FeedbackRules
+    from squatpose.squat.reps import RepSettings
+    from squatpose.squat.smoothing import OneEuro
+    from squatpose.squat.video import open_source
+
+    box = parse_box(args.box) if args.box else None
+    settings = Settings(confidence=args.confidence, view=args.view,
+                        smoothing=OneEuro(args.min_cutoff, args.beta, args.d_cutoff),
+                        reps=RepSettings(depth_in=args.depth_in, depth_out=args.depth_out),
+                        rules=FeedbackRules())
+    source = open_source(args.input)  # a bad input is refused before any model is loaded
+    model = load_pose_model(args.model or default_model(), args.backend, args.threads)
+    detector = None if box is not None else PersonDetector()
+    out = Path(args.out or Path("analysis") / Path(args.input).stem)
+    result = analyze(args.input, model, out, box, detector, settings, progress=not args.quiet, source=source)
+    s = result.summary
+    print(f"{s['input']}: {s['frames_analysed']} frames analysed ({s['frames_with_confident_joints']} with "
+          f"confident joints), {s['view']} view, legs {', '.join(s['legs_reported'])}; "
+          f"{len(s['reps'])} reps; model {s['model']['path']} ({s['model']['backend']})")
+    for line in s["feedback"] + [f"note: {m}" for m in s["messages"]]:
+        print(f"  {line}")
+    print(f"outputs in {out}/: {', '.join(s['outputs'])}")
+
+
+def default_model() -> str:
+    """checkpoints/<headline row>/model.pt of the last `dvc repro` in this folder."""
+    from pathlib import Path
+
+    from squatpose.config import load_params
+    from squatpose.errors import SquatposeError
+    from squatpose.report import headline_row
+
+    if not Path("params.yaml").is_file():
+        raise SquatposeError("no --model given and no params.yaml here: run in the squatpose folder after "
+                             "`dvc repro`, or pass --model path/to/model.pt")
+    path = Path("checkpoints") / headline_row(load_params("params.yaml")) / "model.pt"
+    if not path.is_file():
+        raise SquatposeError(f"{path}: the headline model is not trained yet: run `dvc repro`, or pass --model")
+    return str(path)
+
+
+def _export(args: argparse.Namespace) -> None:
+    """ONNX export of a checkpoint, checked against PyTorch."""
+    from pathlib import Path
+
+    from squatpose.export import AGREEMENT, export_onnx
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else Path("exports") / f"{ckpt.parent.name if ckpt.stem == 'model' else ckpt.stem}.onnx"
+    diff = export_onnx(args.checkpoint, out)
+    print(f"{out}: ONNX export of {args.checkpoint}; heatmaps agree with PyTorch to {diff:.1e} (limit {AGREEMENT:g})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="squatpose",
@@ -82,6 +142,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image numbers (1-based, inclusive) of a split; repeat, e.g. --split train=1-7000 "
                         "--split val=7001-8000 (default: one split 'all' of every image)")
     p.set_defaults(func=_import_lsp)
+    p = sub.add_parser("analyze", help="squat analysis of an image or a video: joints, angles, reps, feedback",
+                       description="Writes OUT/frames.csv (per frame: box, joints with confidence, angles, rep), "
+                                   "OUT/summary.json (reps, feedback, settings, model), OUT/knee_angle.png and "
+                                   "OUT/overlay.mp4 (overlay.png for an image). See README 'Squat analysis'.")
+    p.add_argument("input", help="an image or a video (any format OpenCV reads)")
+    p.add_argument("--model", help="model.pt from the pipeline or its .onnx export (default: the headline model "
+                                   "of the last `dvc repro`, checkpoints/<row>/model.pt)")
+    p.add_argument("--out", help="output folder (default: analysis/<input name>)")
+    p.add_argument("--box", metavar="X,Y,W,H", help="the person's box in the first frame, in pixels (default: "
+                                                    "torchvision's person detector, weights downloaded once)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto: by the model file's suffix; onnx with a .pt exports it beside it first")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: library default)")
+    p.add_argument("--confidence", type=float, default=0.3,
+                   help="heatmap peak below which a joint is flagged and not used (default 0.3)")
+    p.add_argument("--view", choices=("auto", "side", "front"), default="auto", help="camera view (default: guessed)")
+    p.add_argument("--min-cutoff", type=float, default=1.0, help="One Euro filter: cut-off at rest, Hz (default 1.0)")
+    p.add_argument("--beta", type=float, default=20.0,
+                   help="One Euro filter: speed coefficient, per leg length per second (default 20)")
+    p.add_argument("--d-cutoff", type=float, default=1.0, help="One Euro filter: speed cut-off, Hz (default 1.0)")
+    p.add_argument("--depth-in", type=float, default=35.0,
+                   help="a rep starts this many degrees of knee bend below standing (default 35)")
+    p.add_argument("--depth-out", type=float, default=15.0,
+                   help="and ends back within this many degrees of standing (default 15)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_analyze)
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (for the fast onnxruntime path of analyze)")
+    p.add_argument("checkpoint", help="model.pt from the pipeline")
+    p.add_argument("--out", help="the .onnx file (default: exports/<row>.onnx, outside the pipeline's outputs)")
+    p.set_defaults(func=_export)
     return parser
 
 

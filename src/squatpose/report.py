@@ -47,6 +47,14 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline_row(params: Params) -> str:
+    """The row whose metrics are the headline: the first row of architecture `params.model`."""
+    try:
+        return next(name for name, row in params.rows.items() if row.model == params.model)
+    except StopIteration:
+        raise SquatposeError(f"params.yaml: no row has model {params.model!r}") from None
+
+
 def write_report(params: Params, metrics_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
     """results.md, results.csv and the headline metrics.json (the first row of `params.model`)."""
     out_dir = Path(out_dir)
@@ -56,6 +64,6 @@ def write_report(params: Params, metrics_dir: str | Path, out_dir: str | Path) -
     with atomic_path(out_dir / "results.md") as tmp:
         tmp.write_text(f"Results on `{params.data.source}` (val split of each row's subset)\n\n"
                        + to_markdown(table))
-    headline = next(name for name, row in params.rows.items() if row.model == params.model)
+    headline = headline_row(params)
     write_json(out_dir / "metrics.json", json.loads((Path(metrics_dir) / f"{headline}.json").read_text()))
     return table

@@ -61,3 +61,59 @@ def write_png(path, rgb: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         tmp.write_bytes(data.tobytes())
+
+
+def draw_analysis(frame: np.ndarray, kp: np.ndarray, known: np.ndarray, box: np.ndarray,
+                  lines: list[str], angles: dict[int, float]) -> np.ndarray:
+    """A video frame with the person box, the known joints (K, 2) and skeleton, each knee's angle
+    beside it (`angles`: joint index -> degrees) and text `lines` at the top left."""
+    out = draw_joints(frame, kp, PRED_COLOR, known, radius=max(3, frame.shape[0] // 150))
+    scale = max(0.5, frame.shape[0] / 900)
+    x, y, w, h = (int(round(v)) for v in box)
+    cv2.rectangle(out, (x, y), (x + w, y + h), (255, 255, 255), 1)
+    for j, deg in angles.items():
+        if known[j] and np.isfinite(deg):
+            px, py = (int(round(v)) for v in kp[j])
+            _text(out, f"{deg:.0f}", (px + 8, py), scale)
+    for i, line in enumerate(lines):
+        _text(out, line, (10, int(30 * scale) * (i + 1)), scale)
+    return out
+
+
+def _text(image: np.ndarray, text: str, org: tuple[int, int], scale: float) -> None:
+    """White text with a dark outline, readable on any background."""
+    thick = max(1, int(round(2 * scale)))
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+
+
+def knee_angle_plot(path, t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                    reps: list[tuple[float, float, float]], thresholds: dict[str, float], title: str) -> None:
+    """PNG of knee angle over time: per curve (label -> (raw, smoothed)) the raw values faint and
+    the smoothed ones solid, each rep (start, bottom, end seconds) shaded with its bottom marked,
+    and horizontal `thresholds` (label -> degrees) dashed. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from squatpose.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    for (label, (raw, smooth)), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green")):
+        ax.plot(t, raw, color=color, alpha=0.3, lw=1)
+        ax.plot(t, smooth, color=color, lw=2, label=label)
+    for k, (a, b, e) in enumerate(reps, 1):
+        ax.axvspan(a, e, color="tab:green", alpha=0.12)
+        ax.axvline(b, color="tab:green", lw=1)
+        ax.text(b, 5, f"rep {k}", ha="center", va="bottom", fontsize=8)
+    for label, deg in thresholds.items():
+        if np.isfinite(deg):
+            ax.axhline(deg, color="grey", ls="--", lw=1)
+            ax.text(t[-1] if len(t) else 0, deg, f" {label}", va="center", fontsize=8, color="grey")
+    ax.set(xlabel="time (s)", ylabel="knee angle (deg, 180 = straight)", ylim=(0, 185), title=title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Squat analysis: keypoint tracks -> smoothing -> angles -> repetitions -> feedback (see analyze.py)."""

@@ -1,0 +1,273 @@
+"""`squatpose analyze` end to end on a real squat video and image, its analysis on real joint
+tracks, and every kind of bad input."""
+
+import json
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, SAMPLE, penn_clips, penn_sequence
+from squatpose import cli
+from squatpose.models import build, save_checkpoint
+from squatpose.squat.analyze import Settings, Tracked, analyze_tracks
+
+CLIP = REPO / "tests" / "data" / "squat-side-gym-clip.mp4"  # 80 frames of the side-view gym video, 152x270
+BOX = "10,40,110,200"  # the lifter in the clip's first frame
+FPS = 30.0
+
+
+def squatpose(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "squatpose.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def model_pt(tmp_path_factory) -> Path:
+    """An untrained dilated net at 96x128 crops (a quick stand-in: what it finds does not matter here)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, build("dilated"), {"model": "dilated", "row": "dilated-test",
+                                             "crop": {"width": 96, "height": 128, "padding": 1.25},
+                                             "heatmap": {"width": 24, "height": 32, "sigma": 1.0}})
+    return path
+
+
+@pytest.mark.slow
+def test_video_end_to_end_writes_every_output(tmp_path, model_pt):
+    out = tmp_path / "out"
+    run = squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--out", str(out),
+                    "--confidence", "0", "--quiet", "--beta", "15", "--min-cutoff", "0.8", "--d-cutoff", "1.5",
+                    "--depth-in", "40", "--depth-out", "12", "--view", "side")
+    assert run.returncode == 0, run.stderr
+    assert f"{CLIP}: 80 frames analysed (80 with confident joints)" in run.stdout
+    table = pd.read_csv(out / "frames.csv")
+    assert len(table) == 80 and table["frame"].tolist() == list(range(80))
+    for col in ("left_knee_x", "left_knee_conf", "left_knee_confident", "left_knee_raw_x", "knee_angle_left",
+                "thigh_angle_right", "valgus_left", "knee_angle", "rep", "phase", "box_w"):
+        assert col in table.columns
+    assert table["box_w"].eq(110).all() and table["box_x"].iloc[0] == 10
+    assert table["left_knee_conf"].between(-1, 2).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_analysed"] == 80 and summary["fps"] == pytest.approx(29.97 / 2, abs=0.01)
+    assert summary["model"] == {"path": str(model_pt), "backend": "torch", "architecture": "dilated",
+                                "row": "dilated-test", "crop": {"width": 96, "height": 128, "padding": 1.25}}
+    assert summary["settings"]["box"] == [10, 40, 110, 200] and summary["settings"]["confidence"] == 0
+    assert summary["settings"]["one_euro"] == {"min_cutoff": 0.8, "beta": 15.0, "d_cutoff": 1.5, "max_gap_s": 0.5}
+    assert summary["settings"]["reps"]["depth_in"] == 40 and summary["settings"]["reps"]["depth_out"] == 12
+    assert summary["settings"]["view"] == "side" and summary["view"] == "side"
+    assert summary["outputs"] == ["frames.csv", "knee_angle.png", "overlay.mp4", "summary.json"]
+    video = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 80
+    assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (152, 270)
+    ok, first = video.read()
+    original = cv2.VideoCapture(str(CLIP)).read()[1]
+    assert ok and np.abs(first.astype(int) - original).mean() > 1  # something is drawn on it
+    plot = cv2.imread(str(out / "knee_angle.png"))
+    assert plot.shape == (400, 1000, 3)
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+@pytest.mark.slow
+def test_onnx_backend_gives_the_same_joints(tmp_path, model_pt):
+    runs = {}
+    for backend in ("torch", "onnx"):
+        run = squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--out",
+                        str(tmp_path / backend), "--backend", backend, "--quiet")
+        assert run.returncode == 0, run.stderr
+        runs[backend] = pd.read_csv(tmp_path / backend / "frames.csv")
+    cols = [c for c in runs["torch"].columns if c.endswith(("_raw_x", "_raw_y"))]
+    diff = np.abs(runs["torch"][cols].to_numpy() - runs["onnx"][cols].to_numpy())
+    assert np.median(diff) == 0 and diff.max() < 2  # at most a quarter-pixel shift flipped by a tie (crop px x scale)
+    assert json.loads((tmp_path / "onnx" / "summary.json").read_text())["model"]["backend"] == "onnx"
+
+
+@pytest.mark.slow
+def test_untrained_model_is_reported_not_guessed(tmp_path, model_pt):
+    out = tmp_path / "out"
+    run = squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--out", str(out), "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "no joint reached the confidence threshold 0.3 in any frame" in run.stdout
+    table = pd.read_csv(out / "frames.csv")
+    assert table["knee_angle"].isna().all() and table["left_knee_x"].isna().all()
+    assert table["left_knee_raw_x"].notna().all()  # what the model said is still there to look at
+
+
+def test_image_gives_an_overlay_picture(tmp_path, model_pt):
+    image = sorted((SAMPLE / "val2017").glob("*.jpg"))[0]
+    run = squatpose("analyze", str(image), "--model", str(model_pt), "--box", "100,100,200,300",
+                    "--out", str(tmp_path), "--confidence", "0")
+    assert run.returncode == 0, run.stderr
+    assert len(pd.read_csv(tmp_path / "frames.csv")) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["kind"] == "image" and summary["reps"] == []
+    assert cv2.imread(str(tmp_path / "overlay.png")).shape[:2] == cv2.imread(str(image)).shape[:2]
+
+
+def tracked_from(xy: np.ndarray, seen: np.ndarray) -> Tracked:
+    """Joint tracks as the model would hand them over: every joint a position, confidence 0.9
+    where the annotator saw it and 0.05 elsewhere (its position then is junk)."""
+    kp = np.where(np.isnan(xy), 0.0, xy)
+    box = np.array([np.nanmin(xy[..., 0]) - 20, np.nanmin(xy[..., 1]) - 60, 150, 300])
+    return Tracked(kp, np.where(seen, 0.9, 0.05), np.tile(box, (len(xy), 1)))
+
+
+def test_analysis_of_real_side_view_tracks():
+    xy, bottoms = penn_sequence(["1708", "1795", "1832", "1796"])
+    result = analyze_tracks(tracked_from(xy, ~np.isnan(xy[..., 0])), FPS, Settings(view="side"))
+    s = result.summary
+    assert s["view"] == "side" and s["legs_reported"] == ["right"]
+    assert [r["number"] for r in s["reps"]] == [1, 2, 3, 4]
+    assert all(abs(r["bottom"] - b) <= 4 for r, b in zip(s["reps"], bottoms))
+    first = s["reps"][0]
+    assert first["left_knee_angle_at_bottom"] is None and 40 < first["right_knee_angle_at_bottom"] < 65
+    assert first["parallel"] == (first["thigh_angle_at_bottom"] <= 0)
+    assert len([f for f in s["feedback"] if f.startswith("rep 1:")]) >= 1
+    assert result.table["knee_angle_left"].isna().all()  # the far leg is not reported
+    assert set(result.table.loc[result.table["rep"] == 2, "phase"]) == {"descent", "ascent"}
+
+
+def test_person_leaving_the_frame_keeps_what_came_before():
+    xy, bottoms = penn_sequence(["1708", "1795", "1744"])
+    seen = ~np.isnan(xy[..., 0])
+    gone = bottoms[1] + 40  # after the second rep the person walks out
+    seen[gone:] = False
+    result = analyze_tracks(tracked_from(xy, seen), FPS, Settings(view="side"))
+    s = result.summary
+    assert len(s["reps"]) == 2 and len(result.table) == len(xy)
+    assert f"frames {gone}-{len(xy) - 1}: no confident joint (person out of view, or the model unsure)" in s["messages"]
+    assert result.table["knee_angle"].iloc[gone:].isna().all()
+
+
+def test_front_view_tracks_give_valgus_and_both_legs():
+    c = penn_clips()["1739"]
+    result = analyze_tracks(tracked_from(c["xy"], c["vis"]), FPS, Settings())
+    s = result.summary
+    assert s["view"] == "front" and s["legs_reported"] == ["left", "right"] and len(s["reps"]) == 1
+    rep = s["reps"][0]
+    assert rep["left_valgus_at_bottom"] is not None and rep["asymmetry_deg"] is not None
+    assert s["jitter"]["unit"].startswith("mean joint motion")
+
+
+# Bad input: one line naming the file, exit 1, nothing written over.
+
+def error_line(run: subprocess.CompletedProcess) -> str:
+    assert run.returncode == 1 and run.stdout == ""
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_bad_inputs(tmp_path, model_pt):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    assert f"{text}: not an image or a video OpenCV can read" in error_line(
+        squatpose("analyze", str(text), "--model", str(model_pt), "--box", BOX, "--out", str(tmp_path / "o")))
+    empty = tmp_path / "empty.avi"
+    writer = cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 64))
+    writer.release()
+    assert str(empty) in error_line(squatpose("analyze", str(empty), "--model", str(model_pt), "--box", BOX))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(model_pt.read_bytes()[:3000])
+    assert f"{broken}: not a squatpose checkpoint" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(broken), "--box", BOX))
+    assert "lies outside the 152x270 frame (0% inside)" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", "500,500,50,80"))
+    assert "--box '1,2,3': expected x,y,w,h" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", "1,2,3"))
+    assert "need 0 < depth_out < depth_in" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--depth-in", "10"))
+    assert "min_cutoff and d_cutoff must be > 0" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--min-cutoff", "0"))
+    jpeg = tmp_path / "cut.jpg"
+    jpeg.write_bytes((SAMPLE / "val2017" / "000000000139.jpg").read_bytes()[:4000])
+    assert f"{jpeg}: cannot decode image (truncated JPEG" in error_line(
+        squatpose("analyze", str(jpeg), "--model", str(model_pt), "--box", BOX))
+    assert "input not found" in error_line(squatpose("analyze", str(tmp_path / "nope.mp4"), "--model",
+                                                     str(model_pt), "--box", BOX))
+    assert "no params.yaml here" in error_line(squatpose("analyze", str(CLIP), "--box", BOX, cwd=tmp_path))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_leaves_earlier_results_alone(tmp_path, model_pt):
+    out = tmp_path / "out"
+    assert squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--out", str(out),
+                     "--quiet").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    text = tmp_path / "x.mov"
+    text.write_text("junk")
+    error_line(squatpose("analyze", str(text), "--model", str(model_pt), "--box", BOX, "--out", str(out)))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_detector_offline_is_one_line_saying_where_the_weights_go(tmp_path, monkeypatch, capsys, model_pt):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["analyze", str(CLIP), "--model", str(model_pt), "--out", str(tmp_path / "o")])
+    assert e.value.code == 1
+    msg = capsys.readouterr().err.strip()
+    assert "\n" not in msg and "fasterrcnn_mobilenet_v3_large_fpn" in msg
+    assert str(tmp_path / "hub" / "checkpoints") in msg and "--box x,y,w,h" in msg
+
+
+@pytest.mark.slow
+def test_detector_uses_weights_placed_by_hand(tmp_path, monkeypatch):
+    from torchvision.models import detection
+
+    from squatpose.squat.boxes import PersonDetector
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: pytest.fail("the detector tried to download"))
+    weights = detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
+    placed = tmp_path / "hub" / "checkpoints" / Path(weights.url).name
+    placed.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None).state_dict(), placed)
+    detector = PersonDetector(min_score=0.0)  # untrained weights: accept any score
+    frame = cv2.cvtColor(cv2.VideoCapture(str(CLIP)).read()[1], cv2.COLOR_BGR2RGB)
+    with torch.no_grad():
+        out = detector.model([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
+    people = out["boxes"][out["labels"] == 1]
+    box = detector.detect(frame)
+    if len(people):  # the untrained head may or may not call something a person
+        x1, y1, x2, y2 = people[0].tolist()
+        np.testing.assert_allclose(box, [x1, y1, x2 - x1, y2 - y1], rtol=1e-5)
+    else:
+        assert box is None
+
+
+@pytest.mark.parametrize("stop, message", [(KeyboardInterrupt, "interrupted after 12 frames"),
+                                           (RuntimeError("decoder lost sync"), "stopped at frame 12 (RuntimeError")])
+def test_a_run_stopped_midway_keeps_the_frames_done(tmp_path, model_pt, monkeypatch, stop, message):
+    import squatpose.squat.analyze as analyze_module
+    from squatpose.export import load_pose_model
+
+    real = analyze_module.frames
+
+    def twelve_then_stop(source):
+        for i, frame in enumerate(real(source)):
+            if i == 12:
+                raise stop
+            yield frame
+
+    monkeypatch.setattr(analyze_module, "frames", twelve_then_stop)
+    from squatpose.squat.boxes import parse_box
+
+    result = analyze_module.analyze(CLIP, load_pose_model(model_pt), tmp_path, parse_box(BOX),
+                                    settings=Settings(confidence=0.0), progress=False)
+    assert len(result.table) == 12 and any(m.startswith(message) for m in result.summary["messages"])
+    assert len(pd.read_csv(tmp_path / "frames.csv")) == 12
+    assert int(cv2.VideoCapture(str(tmp_path / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
