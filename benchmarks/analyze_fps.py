@@ -24,7 +24,7 @@ from squatpose.squat.analyze import Settings, track
 from squatpose.squat.video import Source, open_source
 
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "squat-videos" / "squat-side-gym.mp4"
-BOX = np.array([60.0, 300.0, 260.0, 640.0])  # the lifter in squat-side-gym.mp4's first frame (608x1080)
+BOX = np.array([200.0, 320.0, 170.0, 600.0])  # the lifter in squat-side-gym.mp4's first frame (608x1080)
 
 
 def model_fps(model, width: int, height: int, repeats: int) -> float:

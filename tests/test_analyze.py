@@ -19,7 +19,7 @@ from squatpose.models import build, save_checkpoint
 from squatpose.squat.analyze import Settings, Tracked, analyze_tracks
 
 CLIP = REPO / "tests" / "data" / "squat-side-gym-clip.mp4"  # 80 frames of the side-view gym video, 152x270
-BOX = "10,40,110,200"  # the lifter in the clip's first frame
+BOX = "45,75,60,160"  # the lifter in the clip's first frame
 FPS = 30.0
 
 
@@ -51,13 +51,13 @@ def test_video_end_to_end_writes_every_output(tmp_path, model_pt):
     for col in ("left_knee_x", "left_knee_conf", "left_knee_confident", "left_knee_raw_x", "knee_angle_left",
                 "thigh_angle_right", "valgus_left", "knee_angle", "rep", "phase", "box_w"):
         assert col in table.columns
-    assert table["box_w"].eq(110).all() and table["box_x"].iloc[0] == 10
+    assert table["box_w"].eq(60).all() and table["box_x"].iloc[0] == 45
     assert table["left_knee_conf"].between(-1, 2).all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_analysed"] == 80 and summary["fps"] == pytest.approx(29.97 / 2, abs=0.01)
     assert summary["model"] == {"path": str(model_pt), "backend": "torch", "architecture": "dilated",
                                 "row": "dilated-test", "crop": {"width": 96, "height": 128, "padding": 1.25}}
-    assert summary["settings"]["box"] == [10, 40, 110, 200] and summary["settings"]["confidence"] == 0
+    assert summary["settings"]["box"] == [45, 75, 60, 160] and summary["settings"]["confidence"] == 0
     assert summary["settings"]["one_euro"] == {"min_cutoff": 0.8, "beta": 15.0, "d_cutoff": 1.5, "max_gap_s": 0.5}
     assert summary["settings"]["reps"]["depth_in"] == 40 and summary["settings"]["reps"]["depth_out"] == 12
     assert summary["settings"]["view"] == "side" and summary["view"] == "side"

@@ -168,3 +168,20 @@ def test_front_view_knee_angle_estimate_tracks_the_squat():
     assert np.isfinite(m["valgus_left"]).all() and np.abs(m["valgus_left"]).max() < 0.3
     side = kinematics.measures(xy, "side", ("left",))
     assert side["valgus_left"].isna().all() and side["knee_angle_right"].isna().all()
+
+
+def test_a_misplaced_joint_gives_no_angle_instead_of_a_wrong_one():
+    xy = CLIPS["1708"]["xy"].copy()  # right leg visible throughout
+    clean = kinematics.measures(xy, "side", ("right",))["knee_angle_right"].to_numpy()
+    xy[20:23, 3] = xy[20:23, 1] + [3.0, 2.0]  # the model puts the knee on the hip
+    xy[40, 5] = xy[40, 1] + [-5.0, 4.0]  # and the ankle beside the hip
+    m = kinematics.measures(xy, "side", ("right",))["knee_angle_right"].to_numpy()
+    assert np.isnan(m[20:23]).all() and np.isnan(m[40])
+    keep = np.r_[0:20, 23:40, 41:len(xy)]
+    np.testing.assert_allclose(m[keep], clean[keep])
+
+
+def test_a_model_that_stacks_both_legs_is_seen_from_the_side():
+    xy = CLIPS["1708"]["xy"].copy()
+    xy[:, [0, 2, 4]] = xy[:, [1, 3, 5]] + 2.0  # both legs predicted on top of each other
+    assert tracks.camera_view(xy) == "side"

@@ -16,3 +16,19 @@ def test_store_is_the_original_repos_also_from_a_dvc_temp_experiment(tmp_path, m
     assert tracking_uri(MlflowConfig(tracking_uri="http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
     assert tracking_uri(MlflowConfig()) == "sqlite:////elsewhere.db"
+
+
+def test_evaluation_of_weights_whose_training_run_is_not_in_the_store(tmp_path, monkeypatch):
+    import mlflow
+
+    from squatpose.tracking import log_evaluation
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.json").write_text("{}")
+    child = log_evaluation(MlflowConfig(), "0ca05332f2344cf28c78790dd43c04a6", {"pck@0.05": 0.5}, {"flip_test": False},
+                           [tmp_path / "m.json"])
+    run = mlflow.MlflowClient().get_run(child)
+    assert run.data.metrics["final.pck_at_0.05"] == 0.5
+    parent = mlflow.MlflowClient().get_run(run.data.tags["evaluation_of"])
+    assert parent.data.tags["missing_training_run"] == "0ca05332f2344cf28c78790dd43c04a6"

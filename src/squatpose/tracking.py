@@ -97,7 +97,15 @@ def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict
     """
     import mlflow
 
-    experiment_id(cfg)
+    exp = experiment_id(cfg)
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+        parent_run = {"run_id": run_id}
+    except mlflow.exceptions.MlflowException:  # weights trained elsewhere, or the store was reset
+        log.warning("training run %s is not in the MLflow store %s: the evaluation goes into a new run",
+                    run_id, tracking_uri(cfg))
+        parent_run = {"experiment_id": exp, "run_name": f"evaluation of {Path(checkpoint or 'a checkpoint').parent.name}",
+                      "tags": {"missing_training_run": run_id}}
     flat = {}
     for key, value in metrics.items():
         if isinstance(value, dict):
@@ -105,10 +113,10 @@ def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[key] = value
     final = {f"final.{k.replace('@', '_at_')}": float(v) for k, v in flat.items()}
-    with mlflow.start_run(run_id=run_id) as parent:
+    with mlflow.start_run(**parent_run) as parent:
         with mlflow.start_run(run_name=f"{parent.info.run_name} evaluation", nested=True,
                               experiment_id=parent.info.experiment_id,
-                              tags={"evaluation_of": run_id}) as child:
+                              tags={"evaluation_of": parent.info.run_id}) as child:
             mlflow.log_params({f"evaluate.{k}": v for k, v in settings.items()})
             mlflow.log_metrics(final)
             for path in map(Path, artifacts):

@@ -61,7 +61,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
     codec, crop = model.codec, model.crop
     follower: BoxFollower | None = None
     kps, confs, boxes, messages = [], [], [], []
-    unseen = 0
+    unseen, stopped = 0, False
     reacquire = max(1, int(settings.reacquire_s * (source.fps or 1)))
     total = source.frame_count if max_frames is None else min(max_frames, source.frame_count)
     bar = tqdm(total=total, unit="frame", disable=not progress or source.kind == "image", desc=source.path.name)
@@ -95,6 +95,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
             boxes.append(current)
             bar.update()
     except KeyboardInterrupt:
+        stopped = True
         messages.append(f"interrupted after {len(kps)} frames: the results cover those")
     except SquatposeError:  # no person, or a bad box, on the first frame
         raise
@@ -102,11 +103,12 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
         if not kps:
             raise SquatposeError(f"{source.path}: analysis failed on the first frame ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        stopped = True
         messages.append(f"stopped at frame {len(kps)} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                         "the results cover the frames before it")
     finally:
         bar.close()
-    if source.kind == "video" and max_frames is None and not messages and len(kps) < source.frame_count:
+    if source.kind == "video" and max_frames is None and not stopped and len(kps) < source.frame_count:
         messages.append(f"decoding stopped after {len(kps)} frames; the video's header announces "
                         f"{source.frame_count}")
     shape = (len(kps), len(NAMES))
@@ -154,7 +156,9 @@ def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image
     messages = [f"frames {a}-{b}: no confident joint (person out of view, or the model unsure)"
                 for a, b in _runs(~seen.any(1), min_len=max(1, int(fps or 1)))]
     if settings.view == "auto":
-        messages.append(f"camera view guessed: {view}{' from one frame' if n == 1 else ''} (--view overrides)")
+        how = "assumed (no confident joints to guess from)" if not seen.any() else \
+            f"guessed{' from one frame' if n == 1 else ''}"
+        messages.append(f"camera view {how}: {view} (--view overrides)")
     still = static_frames(smooth, scale, fps) if fps else np.zeros(n, bool)
     summary = {
         "frames_analysed": n,

@@ -19,6 +19,7 @@ class RepSettings:
     depth_out: float = 15.0  # back within this many degrees of standing: the rep is over
     settle: float = 5.0  # start/end: where the angle is within this of the local top
     max_gap_s: float = 0.5  # missing stretches up to this long are bridged
+    min_rep_s: float = 0.25  # under the start threshold for less time: noise, not a rep (Penn Action: >= 0.4 s)
 
     def __post_init__(self):
         if not 0 < self.depth_out < self.depth_in:
@@ -87,6 +88,7 @@ def segment_reps(t: np.ndarray, angle: np.ndarray, settings: RepSettings = RepSe
             state = "up"
     if state == "down":
         episodes.append((down_at, None))
+    episodes = [(d, u) for d, u in episodes if u is None or t[u] - t[d] >= settings.min_rep_s]
     reps, partial = [], []
     prev_end = 0
     # The first rep counts only if the clip shows its way down: the curve was above the midpoint

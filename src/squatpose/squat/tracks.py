@@ -9,6 +9,7 @@ from squatpose.angles import LEGS, leg_length
 from squatpose.joints import FLIP_INDEX
 
 SIDE_VIEW_MIN_KNEE_FORWARD = 0.6
+SIDE_VIEW_MAX_HIP_WIDTH = 0.35  # hip distance / thigh length: front views on Penn Action are >= 0.6
 
 
 def fix_swaps(xy: np.ndarray, scale: float, clear_ratio: float = 0.5, lone_limit: float = 0.25,
@@ -69,8 +70,9 @@ def leg_seen(xy: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def camera_view(xy: np.ndarray) -> str:
-    """"side" or "front" (front or back), from two cues: a side view hides the far hip in most
-    frames; and from the side a bent knee sits well in front of the hip (horizontal hip-knee
+    """"side" or "front" (front or back), from three cues: a side view hides the far hip in most
+    frames, or shows the two hips (nearly) on top of each other (a model's usual answer); and from
+    the side a bent knee sits well in front of the hip (horizontal hip-knee
     distance >= `SIDE_VIEW_MIN_KNEE_FORWARD` thigh lengths, median over frames where the hip-ankle
     distance is under 3/4 of its standing value), while from the front it stays under the hip.
     88 of the 114 Penn Action squat clips right (tests/test_squat_tracks.py); `--view` overrides."""
@@ -78,6 +80,12 @@ def camera_view(xy: np.ndarray) -> str:
     any_hip = hips.any(1)
     if not any_hip.any() or hips.all(1).sum() < 0.5 * any_hip.sum():
         return "side"
+    (lh, lk, _), (rh, rk, _) = LEGS["left"], LEGS["right"]
+    hip_width = np.linalg.norm(xy[:, lh] - xy[:, rh], axis=-1)
+    thigh = np.fmax(np.linalg.norm(xy[:, lh] - xy[:, lk], axis=-1), np.linalg.norm(xy[:, rh] - xy[:, rk], axis=-1))
+    both = ~np.isnan(hip_width) & ~np.isnan(thigh) & (thigh > 0)
+    if both.sum() >= 3 and np.median(hip_width[both] / thigh[both]) < SIDE_VIEW_MAX_HIP_WIDTH:
+        return "side"  # the hips (nearly) overlap
     forward = []
     for (h, k, _), reach in zip(LEGS.values(), leg_length(xy).T):
         thigh = np.linalg.norm(xy[:, h] - xy[:, k], axis=-1)
