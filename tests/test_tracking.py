@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from squatpose.config import MlflowConfig
 from squatpose.tracking import repo_root, tracking_uri
 

@@ -5,7 +5,6 @@ frames --boxes--> crops --model--> heatmaps --codec--> joints (image pixels, con
   --reps--> repetitions --feedback--> sentences;  written by `outputs.write_outputs` into --out.
 """
 
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from squatpose.squat.reps import Rep, RepSettings, Segmentation, segment_reps
 from squatpose.squat.smoothing import OneEuro, jitter, static_frames
 from squatpose.squat.video import Source, frames, open_source
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
