@@ -1,4 +1,4 @@
-"""DVC stage `shards`: crops and target heatmaps of one split, in resumable shards."""
+"""DVC stage `shards`: person crops and keypoints of one split, in resumable shards."""
 
 import argparse
 
@@ -18,8 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     table = pd.read_parquet(subset_path(args.subsets, args.split, params.shards.subset))
-    index = write_shards(table, args.out, params.crop, params.heatmap,
-                         params.shards.shard_size, params.shards.workers)
+    index = write_shards(table, args.out, params.crop, params.shards.shard_size, params.shards.workers)
     print(f"{args.out}: {index['samples']} samples in {len(index['shards'])} shards, "
           f"{len(index['skipped'])} persons skipped")
 

@@ -4,12 +4,14 @@ Each sample draws one affine matrix A mapping stored-crop pixels to augmented-cr
 a random scale and rotation about the box centre, where the box is the whole crop or, for a
 half-body sample, a box around its labeled leg joints (legs-only framing), then an optional
 horizontal flip. The crop is resampled through A (bilinear, black outside, like the stored
-crops), the keypoints are mapped by A (left and right swapped on a flip), and the targets come
-from the codec's encoder, exactly as the stored ones did. No JPEG is decoded again.
+crops) and the keypoints are mapped by A (left and right swapped on a flip); the training loop
+makes the targets from them with the codec's encoder, as for unaugmented batches. No JPEG is
+decoded again.
 
-The flip mirrors about x = (crop_w - stride) / 2, the axis the heatmap grid is symmetric
-about, so a flipped sample's targets are exactly the mirrored targets with left and right
-swapped (a mirror about the crop's own centre would put them 0.75 heatmap pixels apart).
+The flip mirrors about x = (crop_w - stride) / 2, the axis the codec's grid (heatmap cells or
+SimCC bins) is symmetric about, so a flipped sample's targets are exactly the mirrored targets
+with left and right swapped (a mirror about the crop's own centre would put them 0.75 heatmap
+pixels apart at stride 4).
 """
 
 import math
@@ -17,13 +19,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from squatpose.codec import HeatmapCodec
+from squatpose.codec import Codec, in_crop_keypoints
 from squatpose.config import AugmentConfig
 from squatpose.imaging import MEAN, STD
 from squatpose.joints import FLIP_INDEX
 
 
-def draw_affines(kp_crop: torch.Tensor, cfg: AugmentConfig, codec: HeatmapCodec,
+def draw_affines(kp_crop: torch.Tensor, cfg: AugmentConfig, codec: Codec,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (N, 2, 3) float64 matrices (stored crop -> augmented crop) and (N,) flip flags."""
     kp = kp_crop.detach().to("cpu", torch.float64)
@@ -93,19 +95,18 @@ def warp_images(images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     return out + black
 
 
-def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, stored_weight: torch.Tensor, cfg: AugmentConfig,
-                  codec: HeatmapCodec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augmented images, target heatmaps (N, 6, h, w) and weights (N, 6), on the images' device.
+def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, in_crop: torch.Tensor, cfg: AugmentConfig,
+                  codec: Codec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented images and their keypoints (N, 6, 3), on the images' device.
 
-    A joint the stored crop did not show (stored weight 0: unlabeled, or outside the crop) stays
-    unsupervised even if a zoom-out or rotation brings its position into view: there it is black.
+    A joint the stored crop did not show (`in_crop` 0: unlabeled, or outside the crop) gets v = 0
+    and stays unsupervised even if a zoom-out or rotation brings its position into view: there
+    it is black.
     """
-    kp_crop = kp_crop.clone()
-    kp_crop[..., 2] *= (stored_weight.to(kp_crop.device) > 0).to(kp_crop.dtype)
+    kp_crop = in_crop_keypoints(kp_crop, in_crop)
     affines, flip = draw_affines(kp_crop, cfg, codec, generator)
     kp = transform_keypoints(kp_crop.to(images.device), affines, flip)
-    target, weight = codec.encode(kp)
-    return warp_images(images, affines), target, weight
+    return warp_images(images, affines), kp
 
 
 def seeded_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:

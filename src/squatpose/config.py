@@ -15,6 +15,8 @@ from squatpose.errors import ConfigError
 
 SOURCES = ("sample", "coco2017", "coco_dir")
 SCHEDULES = ("step", "cosine", "constant")
+CODECS = ("heatmap", "simcc")
+DECODINGS = ("argmax", "quarter", "dark")
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,14 @@ class CropConfig:
 
 
 @dataclass(frozen=True)
-class HeatmapConfig:
-    width: int = 48
-    height: int = 64
-    sigma: float = 2.0
+class CodecConfig:
+    """How keypoints become training targets and model outputs become keypoints (codec.py)."""
+
+    kind: str = "heatmap"  # heatmap: 2-D Gaussian heatmaps | simcc: 1-D x and y classification (RTMPose)
+    stride: int = 4  # heatmap: crop pixels per heatmap cell (4, or 2 for finer heatmaps)
+    split: float = 2.0  # simcc: bins per crop pixel
+    sigma: float = 2.0  # the target Gaussian's width in output cells (heatmap cells or simcc bins)
+    decoding: str = "dark"  # heatmap: argmax | quarter (toward the higher neighbour) | dark (Taylor step)
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,6 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int = 32
-    quarter_shift: bool = True
     flip_test: bool = False
     figure_persons: int = 16
 
@@ -130,7 +135,7 @@ class Params:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     subsets: SubsetsConfig = field(default_factory=SubsetsConfig)
     crop: CropConfig = field(default_factory=CropConfig)
-    heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -213,10 +218,17 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
         (params.shards.workers >= 1, "shards.workers must be at least 1"),
         (params.shards.subset in ("full", "mini", "lower60k"), "shards.subset must be full, mini or lower60k"),
         (params.subsets.mini_size >= 0, "subsets.mini_size must not be negative"),
-        (params.heatmap.sigma > 0, "heatmap.sigma must be positive"),
+        (params.codec.sigma > 0, "codec.sigma must be positive"),
         (params.crop.padding > 0, "crop.padding must be positive"),
-        (min(params.crop.width, params.crop.height, params.heatmap.width, params.heatmap.height) > 0,
-         "crop and heatmap sizes must be positive"),
+        (min(params.crop.width, params.crop.height) > 0, "crop sizes must be positive"),
+        (params.codec.kind in CODECS, f"codec.kind must be one of {', '.join(CODECS)}"),
+        (params.codec.decoding in DECODINGS, f"codec.decoding must be one of {', '.join(DECODINGS)}"),
+        (params.codec.stride in (2, 4), "codec.stride must be 4 (the models' feature stride) or 2"),
+        (params.codec.split > 0 and (params.crop.width * params.codec.split).is_integer()
+         and (params.crop.height * params.codec.split).is_integer(),
+         "codec.split must be positive and give a whole number of bins for the crop's width and height"),
+        (params.evaluate.batch_size >= 1, "evaluate.batch_size must be at least 1"),
+        (params.evaluate.figure_persons >= 0, "evaluate.figure_persons must not be negative"),
     ]
     for ok, message in checks:
         if not ok:
@@ -235,12 +247,8 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
                           "probabilities in [0, 1], half_body_padding > 0")
     if params.subsets.lower_min_visibility not in (1, 2):
         raise ConfigError(f"{where}: subsets.lower_min_visibility must be 1 or 2")
-    if params.crop.width % params.heatmap.width or params.crop.height % params.heatmap.height:
-        raise ConfigError(f"{where}: crop size must be a multiple of the heatmap size")
-    if params.crop.width // params.heatmap.width != params.crop.height // params.heatmap.height:
-        raise ConfigError(f"{where}: crop and heatmap must have the same stride in x and y")
-    if params.crop.width // params.heatmap.width != 4:
-        raise ConfigError(f"{where}: crop size / heatmap size must be 4, the output stride of every model")
+    if params.crop.width % 4 or params.crop.height % 4:
+        raise ConfigError(f"{where}: crop width and height must be multiples of 4, the models' feature stride")
     return params
 
 

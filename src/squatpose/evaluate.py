@@ -10,11 +10,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from squatpose import joints
-from squatpose.codec import HeatmapCodec
+from squatpose.codec import Codec, codec_from_meta, in_crop_keypoints, make_codec
 from squatpose.coco import bboxes_from_table
 from squatpose.config import Params
+from squatpose.errors import SquatposeError
 from squatpose.geometry import apply_affine
-from squatpose.loss import JointsMSELoss
 from squatpose.metrics import knee_angle_error, oks_ap, pck
 from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
@@ -24,33 +24,32 @@ from squatpose.viz import heatmap_panels, keypoint_grid, write_png
 @dataclass
 class Predictions:
     kp_crop: np.ndarray  # (N, 6, 2) crop pixels
-    confidence: np.ndarray  # (N, 6) heatmap peaks
-    loss: float  # mean JointsMSELoss over the samples
-    heatmaps: np.ndarray  # (n_keep, 6, h, w) of the first samples, for figures
+    confidence: np.ndarray  # (N, 6) the codec's confidence (heatmap or SimCC peaks)
+    loss: float  # the codec's mean training loss over the samples
+    heatmaps: np.ndarray  # (n_keep, 6, h, w) of the first samples, for figures (codec.to_heatmaps)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, ds: ShardDataset, codec: HeatmapCodec, batch_size: int = 32,
-            flip_test: bool = False, quarter_shift: bool = True, keep_heatmaps: int = 0,
-            device: str | torch.device = "cpu") -> Predictions:
-    """Run `model` over `ds` in eval mode; heatmaps averaged with the flipped crop's if `flip_test`."""
+def predict(model: nn.Module, ds: ShardDataset, codec: Codec, batch_size: int = 32,
+            flip_test: bool = False, keep_heatmaps: int = 0, device: str | torch.device = "cpu") -> Predictions:
+    """Run `model` over `ds` in eval mode; outputs averaged with the flipped crop's if `flip_test`;
+    decoded by `codec` (with its decoding)."""
     was_training = model.training
     model.eval()
-    criterion = JointsMSELoss()
     kps, confs, kept, total, n = [], [], [], 0.0, 0
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
         image = batch["image"].to(device)
         out = model(image).float()
-        loss = criterion(out, batch["target"].to(device), batch["target_weight"].to(device))
+        loss = codec.loss(out, *codec.encode(in_crop_keypoints(batch["kp_crop"], batch["in_crop"]).to(device)))
         total += float(loss) * len(image)
         n += len(image)
         if flip_test:
             out = (out + codec.flip_back(model(torch.flip(image, dims=[3])).float())) / 2
-        kp, conf = codec.decode(out.cpu(), quarter_shift=quarter_shift)
+        kp, conf = codec.decode(out.cpu())
         kps.append(kp.numpy())
         confs.append(conf.numpy())
         if sum(len(k) for k in kept) < keep_heatmaps:
-            kept.append(out.cpu().numpy())
+            kept.append(codec.to_heatmaps(out.cpu().numpy()))
     model.train(was_training)
     heatmaps = np.concatenate(kept)[:keep_heatmaps] if kept else np.zeros((0,))
     return Predictions(np.concatenate(kps) if kps else np.zeros((0, joints.NUM_JOINTS, 2)),
@@ -83,14 +82,18 @@ def accuracy(pred: Predictions, ds: ShardDataset, table: pd.DataFrame) -> dict:
 def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, shards_dir: str | Path,
                  subsets_dir: str | Path, figures_dir: str | Path | None = None,
                  device: str | torch.device = "cpu") -> dict:
-    """Metrics of a trained row on its validation subset (the val split of its subset)."""
+    """Metrics of a trained row on its validation subset (the val split of its subset), decoded with
+    the codec in the checkpoint's `meta` (params.yaml's for a model without meta) and params.yaml's
+    `codec.decoding`."""
     row = params.row(row_name)
     cfg = params.evaluate
     table_path = subset_path(subsets_dir, "val", row.subset)
     ds = ShardDataset.from_subset(shards_dir, table_path)
-    codec = HeatmapCodec.from_config(params.crop, params.heatmap)
-    pred = predict(model, ds, codec, cfg.batch_size, cfg.flip_test, cfg.quarter_shift,
-                   keep_heatmaps=cfg.figure_persons, device=device)
+    codec = codec_from_meta(meta, params.codec.decoding) if "codec" in meta else make_codec(params.codec, params.crop)
+    if (codec.crop_w, codec.crop_h) != (ds.index["crop"]["width"], ds.index["crop"]["height"]):
+        raise SquatposeError(f"{shards_dir}: crops are {ds.index['crop']['width']}x{ds.index['crop']['height']}, "
+                             f"the model takes {codec.crop_w}x{codec.crop_h}")
+    pred = predict(model, ds, codec, cfg.batch_size, cfg.flip_test, keep_heatmaps=cfg.figure_persons, device=device)
     table = pd.read_parquet(table_path)
     metrics = {
         "row": row_name, "model": row.model, "subset": row.subset, "val_persons": len(ds),
@@ -98,7 +101,7 @@ def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, sh
         "params": meta.get("params"), "macs": meta.get("macs"),
         "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
         "train_persons": meta.get("train_persons"),
-        "flip_test": cfg.flip_test, "quarter_shift": cfg.quarter_shift,
+        "flip_test": cfg.flip_test, "codec": type(codec).__name__, "decoding": getattr(codec, "decoding", None),
     }
     if figures_dir is not None and len(ds):
         write_figures(Path(figures_dir), ds, pred, aligned_table(ds, table), cfg.figure_persons)

@@ -1,8 +1,9 @@
-"""A trained model as a heatmap function: PyTorch (the reference) or an ONNX export run by onnxruntime.
+"""A trained model as a function of crops: PyTorch (the reference) or an ONNX export run by onnxruntime.
 
 `export_onnx` writes one self-contained .onnx file (weights inside, the checkpoint's metadata in
 the model's metadata_props) and checks it against PyTorch; `load_pose_model` opens either kind
-behind the same `PoseModel.heatmaps(crops)` call, so analysis does not care which one it runs.
+behind the same `PoseModel.outputs(crops)` call (decoded by `PoseModel.codec`), so analysis does
+not care which one it runs.
 """
 
 import contextlib
@@ -19,19 +20,19 @@ import numpy as np
 import torch
 
 from squatpose.atomic import atomic_path
-from squatpose.codec import HeatmapCodec
-from squatpose.config import CropConfig, HeatmapConfig
+from squatpose.codec import Codec, codec_from_meta
+from squatpose.config import CropConfig
 from squatpose.errors import SquatposeError
 from squatpose.imaging import crops_to_tensor
 
 META_KEY = "squatpose_meta"  # metadata_props key holding the checkpoint's meta as JSON
-AGREEMENT = 1e-3  # the largest heatmap difference allowed between the ONNX file and PyTorch
+AGREEMENT = 1e-3  # the largest output difference allowed between the ONNX file and PyTorch
 
 
 @dataclass
 class PoseModel:
-    """Crops in, heatmaps out, with the codec and crop settings the model was trained with."""
-    run: Callable[[np.ndarray], np.ndarray]  # (N, 3, H, W) float32 normalised -> (N, 6, h, w)
+    """Crops in, codec outputs out, with the codec and crop settings the model was trained with."""
+    run: Callable[[np.ndarray], np.ndarray]  # (N, 3, H, W) float32 normalised -> (N, 6, ...) outputs
     meta: dict[str, Any]
     backend: str  # "torch" | "onnx"
     path: Path
@@ -41,11 +42,11 @@ class PoseModel:
         return CropConfig(**self.meta["crop"])
 
     @property
-    def codec(self) -> HeatmapCodec:
-        return HeatmapCodec.from_config(self.crop, HeatmapConfig(**self.meta["heatmap"]))
+    def codec(self) -> Codec:
+        return codec_from_meta(self.meta)
 
-    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
-        """Heatmaps (N, 6, h, w) float32 of uint8 RGB crops (N, H, W, 3)."""
+    def outputs(self, crops: np.ndarray) -> np.ndarray:
+        """The codec's outputs (heatmaps (N, 6, h, w), or SimCC logits) of uint8 RGB crops (N, H, W, 3)."""
         return self.run(crops_to_tensor(np.ascontiguousarray(crops)).numpy())
 
 
@@ -127,7 +128,7 @@ def file_sha256(path: Path) -> str:
 def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18) -> float:
     """Write the checkpoint's model as one ONNX file (dynamic batch) to `out`, atomically.
 
-    Returns the largest absolute heatmap difference to PyTorch on a batch of two real-sized
+    Returns the largest absolute output difference to PyTorch on a batch of two real-sized
     random inputs; refuses to write a file that differs by more than `AGREEMENT`.
     """
     import onnx
@@ -141,7 +142,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18) -> flo
     with tempfile.TemporaryDirectory() as scratch, atomic_path(out) as tmp:
         raw = Path(scratch) / "model.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-            torch.onnx.export(model, (x,), str(raw), input_names=["image"], output_names=["heatmaps"],
+            torch.onnx.export(model, (x,), str(raw), input_names=["image"], output_names=["outputs"],
                               dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, opset_version=opset,
                               dynamo=True, external_data=False, verbose=False, report=False)
         proto = onnx.load(str(raw))

@@ -17,3 +17,13 @@ class JointsMSELoss(nn.Module):
         if self.use_target_weight:
             per_joint = per_joint * target_weight
         return per_joint.mean()
+
+
+def kl_discrete_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, beta: float = 10.0) -> torch.Tensor:
+    """SimCC's loss over one axis: KL(softmax(beta * target) || softmax(beta * logits)) summed over
+    the bins (N, K, B), times the joint's weight (N, K), mean over joints and batch (RTMPose's
+    KLDiscretLoss with label_softmax)."""
+    log_p = torch.log_softmax(logits.float() * beta, dim=-1)
+    q = torch.softmax(target.float() * beta, dim=-1)
+    per_joint = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1)
+    return (per_joint * weight).mean()

@@ -1,11 +1,13 @@
-"""Precomputed crops and target heatmaps in fixed-size shards, and the Dataset that reads them.
+"""Precomputed person crops and their keypoints in fixed-size shards, and the Dataset that reads them.
+
+Targets are not stored: the codec makes them from the keypoints as batches are drawn (codec.py),
+so one shard set serves every codec, and augmentation encodes the transformed keypoints the same way.
 
 A shard set is a folder:
     index.json              written last: shards, sample count, skips, settings
     shard-00000/            one folder per shard, renamed into place only when complete
         images.npy          (n, H, W, 3) uint8 RGB crops
-        heatmaps.npy        (n, 6, h, w) float16 target heatmaps (values in [0, 1])
-        weights.npy         (n, 6) float32 target weights
+        in_crop.npy         (n, 6) float32: 1 where the joint is labeled and inside the crop
         kp_crop.npy         (n, 6, 3) float32 keypoints (x, y, v) in crop pixels
         crop_to_image.npy   (n, 2, 3) float64 affine: crop pixels -> original image pixels
         ann_ids.npy         (n,) int64 COCO annotation ids
@@ -33,9 +35,8 @@ from tqdm import tqdm
 
 from squatpose import joints
 from squatpose.atomic import atomic_path, write_json
-from squatpose.codec import HeatmapCodec
 from squatpose.coco import bboxes_from_table
-from squatpose.config import CropConfig, HeatmapConfig
+from squatpose.config import CropConfig
 from squatpose.errors import ImageError, ShardError
 from squatpose.fingerprint import source_hash
 from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
@@ -43,10 +44,10 @@ from squatpose.imaging import crops_to_tensor, read_image
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-CODE_MODULES = ("squatpose.shards", "squatpose.codec", "squatpose.coco", "squatpose.geometry",
-                "squatpose.imaging", "squatpose.joints")
-ARRAYS = ("images", "heatmaps", "weights", "kp_crop", "crop_to_image", "ann_ids")
+FORMAT_VERSION = 2  # 2: no stored heatmaps; in_crop instead of the codec's weights
+CODE_MODULES = ("squatpose.shards", "squatpose.coco", "squatpose.geometry", "squatpose.imaging",
+                "squatpose.joints")
+ARRAYS = ("images", "in_crop", "kp_crop", "crop_to_image", "ann_ids")
 
 
 def shard_name(k: int) -> str:
@@ -67,18 +68,17 @@ def code_hash() -> str:
     return source_hash(*CODE_MODULES)
 
 
-def fingerprint(rows: pd.DataFrame, crop: CropConfig, heatmap: HeatmapConfig) -> str:
+def fingerprint(rows: pd.DataFrame, crop: CropConfig) -> str:
     """Hash of a shard's inputs (annotations, image paths), settings and code: equal means reusable."""
     h = hashlib.sha1()
-    h.update(json.dumps([FORMAT_VERSION, code_hash(), asdict(crop), asdict(heatmap)]).encode())
+    h.update(json.dumps([FORMAT_VERSION, code_hash(), asdict(crop)]).encode())
     h.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
 
 def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
     """Crop, encode and write one shard; returns (name, samples written, skipped persons)."""
-    out_dir, name, rows, crop, heatmap = task
-    codec = HeatmapCodec.from_config(crop, heatmap)
+    out_dir, name, rows, crop = task
     m, kp_crop = crop_persons(rows, crop)
     images, keep, skipped, cache = [], [], [], {}
     for i, (path, ann_id) in enumerate(zip(rows["image_path"], rows["ann_id"])):
@@ -91,11 +91,11 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
             log.warning("annotation %s: %s, skipped", ann_id, e)
             skipped.append({"ann_id": int(ann_id), "reason": str(e)})
     keep = np.asarray(keep, np.int64)
-    heatmaps, weights = codec.encode(kp_crop[keep])
+    kp = kp_crop[keep]
+    inside = (kp[..., 0] >= 0) & (kp[..., 0] <= crop.width - 1) & (kp[..., 1] >= 0) & (kp[..., 1] <= crop.height - 1)
     arrays = {
         "images": np.stack(images) if images else np.zeros((0, crop.height, crop.width, 3), np.uint8),
-        "heatmaps": heatmaps.astype(np.float16),
-        "weights": weights.astype(np.float32),
+        "in_crop": ((kp[..., 2] > 0) & inside).astype(np.float32),
         "kp_crop": kp_crop[keep],
         "crop_to_image": invert_affine(m[keep]),
         "ann_ids": rows["ann_id"].to_numpy(np.int64)[keep],
@@ -110,7 +110,7 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
         content = hashlib.sha1()
         for key in ARRAYS:
             content.update(np.ascontiguousarray(arrays[key]).tobytes())
-        meta = {"fingerprint": fingerprint(rows, crop, heatmap), "content": content.hexdigest(),
+        meta = {"fingerprint": fingerprint(rows, crop), "content": content.hexdigest(),
                 "samples": len(keep), "skipped": skipped}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return name, len(keep), skipped
@@ -132,8 +132,7 @@ def _shard_done(path: Path, fp: str) -> bool:
             and all((path / f"{a}.npy").is_file() for a in ARRAYS))
 
 
-def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, heatmap: HeatmapConfig,
-                 shard_size: int = 512, workers: int = 2, progress: bool = True) -> dict:
+def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, shard_size: int = 512, workers: int = 2, progress: bool = True) -> dict:
     """Write the shard set of a person table; finished shards that still match are kept.
 
     Returns the index (also written to `out_dir/index.json`).
@@ -144,13 +143,13 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, hea
     plan = []
     for k, start in enumerate(range(0, len(table), shard_size)):
         rows = table.iloc[start:start + shard_size].reset_index(drop=True)
-        plan.append((shard_name(k), rows, fingerprint(rows, crop, heatmap)))
+        plan.append((shard_name(k), rows, fingerprint(rows, crop)))
     wanted = {name for name, _, _ in plan}
     for stale in out_dir.iterdir():  # shards of an older plan, temporaries of a crashed write
         ours = stale.name.startswith(("shard-", ".shard-"))
         if ours and stale.name not in wanted:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    todo = [(out_dir, name, rows, crop, heatmap) for name, rows, fp in plan
+    todo = [(out_dir, name, rows, crop) for name, rows, fp in plan
             if not _shard_done(out_dir / name, fp)]
     if todo and index_path.exists():
         index_path.unlink()  # the set is incomplete until every shard is written
@@ -181,7 +180,6 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, hea
         "persons": len(table),
         "skipped": skipped,
         "crop": asdict(crop),
-        "heatmap": asdict(heatmap),
         "shards": shards,
     }
     write_json(index_path, index)
@@ -194,8 +192,8 @@ class ShardDataset(Dataset):
     `ann_ids` picks and orders the persons (e.g. a subset table's `ann_id` column); by default
     every sample. Persons asked for but absent from the shards (skipped images) are left out
     and counted in `missing`. Each item is a dict: `image` (3, H, W) float32 normalised,
-    `target` (6, h, w) float32, `target_weight` (6,) float32, `kp_crop` (6, 3) float32 (x, y, v)
-    in crop pixels (for augmentation), `index` (int).
+    `kp_crop` (6, 3) float32 (x, y, v) in crop pixels, `in_crop` (6,) float32 (labeled and inside
+    the crop), `index` (int). Targets come from the codec (codec.py), not from the shards.
     """
 
     def __init__(self, shards_dir: str | Path, ann_ids: np.ndarray | None = None):
@@ -262,8 +260,7 @@ class ShardDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         return {
             "image": crops_to_tensor(np.array(self.array("images", i))),
-            "target": torch.from_numpy(self.array("heatmaps", i).astype(np.float32)),
-            "target_weight": torch.from_numpy(np.array(self.array("weights", i))),
             "kp_crop": torch.from_numpy(np.array(self.array("kp_crop", i))),
+            "in_crop": torch.from_numpy(np.array(self.array("in_crop", i))),
             "index": i,
         }

@@ -80,7 +80,7 @@ def start_training_run(params: Params, row_name: str, run_id: str | None, train_
             **({f"augment.{k}": v for k, v in asdict(params.augment).items()} if row.augment else {}),
             **{f"model.{k}": v for k, v in asdict(params.models[row.model]).items()},
             **{f"train.{k}": v for k, v in asdict(params.train).items()},
-            **{f"heatmap.{k}": v for k, v in asdict(params.heatmap).items()},
+            **{f"codec.{k}": v for k, v in asdict(params.codec).items()},
             **{f"crop.{k}": v for k, v in asdict(params.crop).items()}}
     mlflow.log_params(flat)
     return run
@@ -89,7 +89,7 @@ def start_training_run(params: Params, row_name: str, run_id: str | None, train_
 def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict,
                    artifacts: list[str | Path], checkpoint: str | Path | None = None) -> str:
     """Record one evaluation of a trained row as a child run of its training run: its settings
-    (flip test, quarter shift, ...) as params, its metrics, figures and JSON as artifacts.
+    (flip test, ...) as params, its metrics, figures and JSON as artifacts.
 
     The training run also gets the metrics as `final.*` (the latest evaluation) and a tag naming
     that child run, so a re-evaluation with other settings never hides which settings gave which

@@ -25,12 +25,11 @@ from tqdm import tqdm
 from squatpose import tracking
 from squatpose.atomic import atomic_path
 from squatpose.augment import augment_batch, seeded_generator
-from squatpose.codec import HeatmapCodec
-from squatpose.config import ModelConfig, Params
+from squatpose.codec import Codec, in_crop_keypoints, make_codec
+from squatpose.config import AugmentConfig, ModelConfig, Params
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import accuracy, predict
 from squatpose.fingerprint import json_hash, source_hash
-from squatpose.loss import JointsMSELoss
 from squatpose.models import build, count_macs, count_params, save_checkpoint
 from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
@@ -61,19 +60,20 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 # The modules a row's weights depend on, besides its architecture's file (the DVC deps of train@).
 CODE_MODULES = ("squatpose.train", "squatpose.loss", "squatpose.models", "squatpose.models.backbone",
-                "squatpose.shards", "squatpose.codec", "squatpose.imaging", "squatpose.augment", "squatpose.joints")
+                "squatpose.models.heads", "squatpose.shards", "squatpose.codec", "squatpose.imaging",
+                "squatpose.augment", "squatpose.joints")
 
 
 def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_ds: ShardDataset) -> str:
     """What decides a row's training trajectory: the row, its architecture's settings (but not
-    `early_stop`, which only ends it), the settings of `train` that change weights (not workers or
-    device), the augmentation of an augmented row, the training code, and the exact shards (their
-    contents) and persons it trains and validates on. A last.pt is resumed only if equal."""
+    `early_stop`, which only ends it), the codec, the settings of `train` that change weights (not
+    workers or device), the augmentation of an augmented row, the training code, and the exact
+    shards (their contents) and persons it trains and validates on. A last.pt is resumed only if equal."""
     row = params.row(row_name)
     t = params.train
     arch = {k: v for k, v in asdict(params.models[row.model]).items() if k != "early_stop"}
     augment = asdict(params.augment) if row.augment else None
-    return json_hash([row_name, asdict(row), arch, t.seed, t.weight_decay, t.amp, augment,
+    return json_hash([row_name, asdict(row), arch, asdict(params.codec), t.seed, t.weight_decay, t.amp, augment,
                       source_hash(*CODE_MODULES, f"squatpose.models.{row.model}"),
                       [s["content"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
                       [s["content"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
@@ -100,6 +100,27 @@ def lr_factor(m: ModelConfig, epoch: float, iteration: int) -> float:
     if iteration < m.warmup_iters:
         factor *= 1e-3 + (1 - 1e-3) * iteration / m.warmup_iters
     return factor
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batch: dict,
+               codec: Codec, augment: AugmentConfig | None, generator: torch.Generator | None,
+               device: torch.device, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One optimisation step on one batch of a ShardDataset: augmented (when `augment`; drawn on
+    the CPU, applied on the device), targets through the codec, the codec's loss, mixed precision
+    in `amp_dtype` if given. Returns the batch's loss (detached)."""
+    image = batch["image"].to(device, non_blocking=True)
+    if augment is not None:
+        image, kp = augment_batch(image, batch["kp_crop"], batch["in_crop"], augment, codec, generator)
+    else:
+        kp = in_crop_keypoints(batch["kp_crop"], batch["in_crop"]).to(device, non_blocking=True)
+    target, weight = codec.encode(kp)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        loss = codec.loss(net(image), target, weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -130,10 +151,10 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     if len(train_ds) == 0:
         raise SquatposeError(f"row {row_name}: no training persons in {row.subset}")
     val_table = pd.read_parquet(subset_path(subsets_dir, "val", row.subset))
-    codec = HeatmapCodec.from_config(params.crop, params.heatmap)
+    codec = make_codec(params.codec, params.crop)
 
     torch.manual_seed(tcfg.seed)
-    model = build(row.model, mcfg.pretrained).to(device)
+    model = build(row.model, codec, mcfg.pretrained).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     fingerprint = run_fingerprint(row_name, params, train_ds, val_ds)
@@ -166,7 +187,6 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=tcfg.seed)
     loader = DataLoader(train_ds, batch_size=mcfg.batch_size, sampler=sampler, num_workers=tcfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=tcfg.workers > 0)
-    criterion = JointsMSELoss(use_target_weight=True)
     run = tracking.start_training_run(params, row_name, run_id, len(train_ds)) if main and track else None
     run_id = run.info.run_id if run else run_id
 
@@ -188,22 +208,11 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 lr = mcfg.lr * lr_factor(mcfg, epoch + step / steps_per_epoch, epoch * steps_per_epoch + step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                image = batch["image"].to(device, non_blocking=True)
-                if row.augment:  # drawn on the CPU, applied on the device
-                    image, target, weight = augment_batch(image, batch["kp_crop"], batch["target_weight"],
-                                                          params.augment, codec, generator)
-                else:
-                    target = batch["target"].to(device, non_blocking=True)
-                    weight = batch["target_weight"].to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    loss = criterion(net(image), target, weight)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum[0] += loss.detach().float() * len(image)
-                loss_sum[1] += len(image)
-                seen += len(image)
+                loss = train_step(net, optimizer, scaler, batch, codec, params.augment if row.augment else None,
+                                  generator, device, amp_dtype if amp else None)
+                loss_sum[0] += loss.float() * len(batch["image"])
+                loss_sum[1] += len(batch["image"])
+                seen += len(batch["image"])
                 if step % 20 == 0 and not bar.disable:  # .item() waits for the GPU: not every step
                     rate = seen * world / (time.perf_counter() - t0)
                     bar.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
@@ -256,7 +265,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                     "train_persons": len(train_ds), "params": count_params(model),
                     "macs": count_macs(model, params.crop.height, params.crop.width),
                     "train_time_s": elapsed, "history": history, "mlflow_run_id": run_id,
-                    "crop": asdict(params.crop), "heatmap": asdict(params.heatmap),
+                    "crop": asdict(params.crop), "codec": asdict(params.codec),
                     "data_source": params.data.source, "world_size": world, "replica_checksums": checksums,
                     "fingerprint": final_fingerprint}
             save_checkpoint(final, model, meta)

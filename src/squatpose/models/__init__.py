@@ -1,24 +1,44 @@
-"""The keypoint architectures: each maps (B, 3, 256, 192) images to (B, 6, 64, 48) heatmaps."""
+"""The keypoint architectures: each is a trunk (images (B, 3, H, W) -> features at stride 4) and
+the head of the codec it is trained with (models/heads.py): (B, 6, H/4, W/4) heatmaps by default."""
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from squatpose.models import dilated, resnet18, resnet18_fpn, resnet18_fpn_attn
+from squatpose.codec import Codec, HeatmapCodec, codec_from_meta
+from squatpose.joints import NUM_JOINTS
+from squatpose.models import dilated, dilated_wide, mobilenet, resnet18, resnet18_fpn, resnet18_fpn_attn
+from squatpose.models.heads import make_head
 
+# name -> trunk; the name is also the module file (models/<name>.py), a DVC dependency of its rows
 ARCHITECTURES = {
     "resnet18": resnet18.ResNet18Deconv,
     "resnet18_fpn": resnet18_fpn.ResNet18FPN,
     "dilated": dilated.DilatedNet,
     "resnet18_fpn_attn": resnet18_fpn_attn.ResNet18FPNAttention,
+    "dilated_wide": dilated_wide.DilatedWide,
+    "mobilenet": mobilenet.MobileNetDeconv,
 }
 
 
-def build(name: str, pretrained: bool = False, num_joints: int = 6) -> nn.Module:
-    """A fresh model of architecture `name` (ImageNet backbone weights if `pretrained`)."""
+class PoseNet(nn.Module):
+    """A trunk (images -> stride-4 features) followed by a codec's head (features -> outputs)."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module):
+        super().__init__()
+        self.trunk, self.head = trunk, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+def build(name: str, codec: Codec | None = None, pretrained: bool = False) -> PoseNet:
+    """A fresh model of architecture `name` with `codec`'s head (default: 48 x 64 heatmaps of a
+    192 x 256 crop), ImageNet backbone weights if `pretrained`."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](pretrained=pretrained, num_joints=num_joints)
+    trunk = ARCHITECTURES[name](pretrained=pretrained)
+    return PoseNet(trunk, make_head(trunk.out_channels, codec or HeatmapCodec(), NUM_JOINTS))
 
 
 def count_params(model: nn.Module) -> int:
@@ -46,7 +66,8 @@ def save_checkpoint(path, model: nn.Module, meta: dict) -> None:
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The model in a checkpoint written by `save_checkpoint`, in eval mode, and its metadata."""
+    """The model in a checkpoint written by `save_checkpoint`, in eval mode, and its metadata
+    (weights only: a checkpoint cannot run code when loaded)."""
     from pathlib import Path
 
     from squatpose.errors import SquatposeError
@@ -55,7 +76,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[nn.Module
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         meta, state = ckpt["meta"], ckpt["state_dict"]
-        model = build(meta["model"])
+        model = build(meta["model"], codec_from_meta(meta))
         model.load_state_dict(state)
     except FileNotFoundError:
         raise SquatposeError(f"{path}: checkpoint not found") from None

@@ -1,5 +1,5 @@
-"""Pieces shared by the architectures: the ResNet18 trunk (optional ImageNet weights), the
-deconvolution block, the FPN fusion, and SimpleBaseline's head initialisation."""
+"""Pieces shared by the architectures: ImageNet weights through torchvision, the ResNet18 trunk,
+the deconvolution block, the FPN fusion, and SimpleBaseline's head initialisation."""
 
 import torch.nn.functional as F
 import torchvision
@@ -9,23 +9,28 @@ from torchvision.models import ResNet18_Weights
 from squatpose.errors import SquatposeError
 
 
-def resnet18_trunk(pretrained: bool) -> nn.Module:
-    """torchvision's ResNet18; with `pretrained`, its ImageNet weights (downloaded once, cached).
+def imagenet_weights(factory, weights, name: str) -> nn.Module:
+    """torchvision's `factory(weights=weights)`; ImageNet weights are downloaded once and cached.
 
     Offline, a missing weights file is a one-line `SquatposeError` saying where to put it.
     """
-    weights = ResNet18_Weights.IMAGENET1K_V1 if pretrained else None
     try:
-        return torchvision.models.resnet18(weights=weights)
+        return factory(weights=weights)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         import torch.hub
 
         filename = weights.url.rsplit("/", 1)[-1]
         raise SquatposeError(
-            f"ImageNet weights for resnet18 could not be downloaded ({type(e).__name__}): "
+            f"ImageNet weights for {name} could not be downloaded ({type(e).__name__}): "
             f"download {weights.url} and place it at {torch.hub.get_dir()}/checkpoints/{filename}, "
             "or set pretrained: false in params.yaml"
         ) from None
+
+
+def resnet18_trunk(pretrained: bool) -> nn.Module:
+    """torchvision's ResNet18; with `pretrained`, its ImageNet weights (downloaded once, cached)."""
+    return imagenet_weights(torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1 if pretrained else None,
+                            "resnet18")
 
 
 class ResNetStages(nn.Module):

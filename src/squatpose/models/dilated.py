@@ -1,9 +1,7 @@
-"""A small dilated CNN that stays at heatmap resolution: a 7x7 stride-2 conv (64 x 128 x 96),
-down to 64 x 48, residual blocks with dilation 1, 2, 4, 1, a 3x3 conv and a 1x1 conv to heatmaps."""
+"""A small dilated CNN that stays at stride 4: a 7x7 stride-2 conv (64 x 128 x 96), max-pooled
+to 64 x 48, residual blocks with dilation 1, 2, 4, 1 and a 3x3 conv."""
 
 from torch import nn
-
-from squatpose.models.backbone import init_head
 
 
 def conv_bn(in_ch: int, out_ch: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -31,13 +29,14 @@ class DilatedBlock(nn.Module):
 
 
 class DilatedNet(nn.Module):
-    def __init__(self, pretrained: bool = False, num_joints: int = 6, channels: int = 64):
+    """`pretrained` is accepted for a common signature: there are no ImageNet weights for it."""
+
+    def __init__(self, pretrained: bool = False, channels: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 1)):
         super().__init__()
         self.stem = nn.Sequential(conv_bn(3, channels, 7, stride=2), nn.MaxPool2d(3, 2, 1))
-        self.blocks = nn.Sequential(*(DilatedBlock(channels, d) for d in (1, 2, 4, 1)))
+        self.blocks = nn.Sequential(*(DilatedBlock(channels, d) for d in dilations))
         self.neck = conv_bn(channels, channels, 3)
-        self.head = nn.Conv2d(channels, num_joints, 1)
-        init_head(self.head)
+        self.out_channels = channels
 
     def forward(self, x):
-        return self.head(self.neck(self.blocks(self.stem(x))))
+        return self.neck(self.blocks(self.stem(x)))

@@ -1,4 +1,4 @@
-"""SimpleBaseline: ResNet18 to 512 x 8 x 6, three deconvolutions to 256 x 64 x 48, 1x1 conv to heatmaps."""
+"""SimpleBaseline's trunk: ResNet18 to 512 x 8 x 6, three deconvolutions to 256 x 64 x 48 (stride 4)."""
 
 from torch import nn
 
@@ -6,14 +6,13 @@ from squatpose.models.backbone import ResNetStages, deconv_block, init_head
 
 
 class ResNet18Deconv(nn.Module):
-    def __init__(self, pretrained: bool = False, num_joints: int = 6, channels: int = 256):
+    def __init__(self, pretrained: bool = False, channels: int = 256):
         super().__init__()
         self.backbone = ResNetStages(pretrained)
         self.deconv = nn.Sequential(deconv_block(512, channels), deconv_block(channels, channels),
                                     deconv_block(channels, channels))
-        self.head = nn.Conv2d(channels, num_joints, 1)
+        self.out_channels = channels
         init_head(self.deconv)
-        init_head(self.head)
 
     def forward(self, x):
-        return self.head(self.deconv(self.backbone(x)[-1]))
+        return self.deconv(self.backbone(x)[-1])

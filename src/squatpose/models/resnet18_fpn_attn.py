@@ -34,14 +34,13 @@ class SelfAttention2d(nn.Module):
 
 
 class ResNet18FPNAttention(nn.Module):
-    def __init__(self, pretrained: bool = False, num_joints: int = 6, channels: int = 256):
+    def __init__(self, pretrained: bool = False, channels: int = 256):
         super().__init__()
         self.fuse = FPNFusion(pretrained, channels)
         self.attention = SelfAttention2d(channels, 32, 24)
         self.deconv = deconv_block(channels, channels)
-        self.head = nn.Conv2d(channels, num_joints, 1)
+        self.out_channels = channels
         init_head(self.deconv)
-        init_head(self.head)
 
     def forward(self, x):
-        return self.head(self.deconv(self.attention(self.fuse(x))))
+        return self.deconv(self.attention(self.fuse(x)))

@@ -1,6 +1,6 @@
 """`squatpose analyze`: an image or a video in; joints, angles, reps, feedback and pictures out.
 
-frames --boxes--> crops --model--> heatmaps --codec--> joints (image pixels, confidence)
+frames --boxes--> crops --model--> heatmaps (or SimCC logits) --codec--> joints (image pixels, confidence)
   --threshold--> confident joints --tracks.fix_swaps--> --smoothing--> --kinematics--> angles
   --reps--> repetitions --feedback--> sentences;  written by `outputs.write_outputs` into --out.
 """
@@ -83,7 +83,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
             current = follower.box
             center, size = box_center_size(current[None], crop.width / crop.height, crop.padding)
             m = crop_affine(center, size, crop.width, crop.height)
-            kp_crop, conf = codec.decode(model.heatmaps(warp(frame, m[0], crop.width, crop.height)[None]))
+            kp_crop, conf = codec.decode(model.outputs(warp(frame, m[0], crop.width, crop.height)[None]))
             kp = apply_affine(invert_affine(m), kp_crop)[0]
             seen = conf[0] >= settings.confidence
             follower.update(kp, seen)
