@@ -21,7 +21,7 @@ def test_joint_table_matches_coco_names():
 def test_repo_params_load_and_match_defaults():
     params = load_params(REPO / "params.yaml")
     defaults = Params()
-    for section in ("data", "download", "subsets", "crop", "heatmap", "shards", "train", "augment", "evaluate",
+    for section in ("data", "download", "subsets", "crop", "codec", "shards", "train", "augment", "evaluate",
                     "mlflow"):
         assert getattr(params, section) == getattr(defaults, section), section
     assert list(params.rows) == ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k",
@@ -45,12 +45,27 @@ def test_rows_must_name_a_configured_model_and_subset():
 @pytest.mark.parametrize("raw, message", [
     ({"crop": {"paddin": 1.3}}, "unknown key 'paddin'"),
     ({"data": {"source": "imagenet"}}, "data.source is 'imagenet'"),
-    ({"heatmap": {"sigma": "two"}}, "heatmap.sigma: expected a number"),
+    ({"codec": {"sigma": "two"}}, "codec.sigma: expected a number"),
     ({"download": {"keep_archives": "yes"}}, "expected true/false"),
-    ({"heatmap": {"width": 50}}, "multiple of the heatmap size"),
+    ({"crop": {"width": 190}}, "crop width and height must be multiples of 4"),
     ({"shards": {"shard_size": 0}}, "shards.shard_size must be at least 1"),
     ({"shards": {"subset": "lower"}}, "shards.subset must be full, mini or lower60k"),
-    ({"heatmap": {"sigma": 0}}, "heatmap.sigma must be positive"),
+    ({"codec": {"sigma": 0}}, "codec.sigma must be positive"),
+    ({"codec": {"kind": "regression"}}, "codec.kind must be one of heatmap, simcc"),
+    ({"codec": {"kind": 1}}, "codec.kind: expected a string"),
+    ({"codec": {"decoding": "soft_argmax"}}, "codec.decoding must be one of argmax, quarter, dark"),
+    ({"codec": {"stride": 3}}, "codec.stride must be 4 \\(the models' feature stride\\) or 2"),
+    ({"codec": {"stride": 8}}, "codec.stride must be 4"),
+    ({"codec": {"stride": "4"}}, "codec.stride: expected a number"),
+    ({"codec": {"split": 1.7}}, "codec.split must be positive and give a whole number of bins"),
+    ({"codec": {"split": 0.3}}, "codec.split must be positive and give a whole number of bins"),
+    ({"codec": {"split": 0}}, "codec.split must be positive"),
+    ({"codec": {"split": 0.125}, "crop": {"width": 196}}, "whole number of bins"),  # 24.5 x bins (192: 24)
+    ({"codec": {"bins": 10}}, "unknown key 'bins'"),
+    ({"heatmap": {"sigma": 2.0}}, "unknown section 'heatmap'"),  # the section codec replaced
+    ({"evaluate": {"batch_size": 0}}, "evaluate.batch_size must be at least 1"),
+    ({"evaluate": {"figure_persons": -1}}, "evaluate.figure_persons must not be negative"),
+    ({"evaluate": {"quarter_shift": True}}, "unknown key 'quarter_shift'"),  # now codec.decoding
     ({"subsets": {"mini_size": -1}}, "mini_size must not be negative"),
     ({"shard": {}}, "unknown section 'shard'"),
     ({"models": {"m": {"lr_schedule": "poly"}}}, "models.m.lr_schedule is 'poly'"),
@@ -63,6 +78,15 @@ def test_rows_must_name_a_configured_model_and_subset():
 def test_bad_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message):
         params_from_dict(raw)
+
+
+def test_codec_settings_that_are_accepted():
+    simcc = params_from_dict({"codec": {"kind": "simcc", "split": 0.125, "sigma": 1.5}}).codec
+    assert (simcc.kind, simcc.split, simcc.sigma) == ("simcc", 0.125, 1.5)  # 24 x 32 bins for 192 x 256
+    fine = params_from_dict({"codec": {"stride": 2, "decoding": "quarter"}, "crop": {"width": 96, "height": 128}})
+    assert (fine.codec.stride, fine.codec.decoding, fine.crop.width) == (2, "quarter", 96)
+    assert params_from_dict({"codec": {"split": 3}}).codec.split == 3.0  # an integer split is a float
+    assert params_from_dict({}).codec == Params().codec
 
 
 def test_missing_params_file_is_one_clear_error(tmp_path):

@@ -91,20 +91,13 @@ def _analyze(args: argparse.Namespace) -> None:
 
 
 def default_model() -> str:
-    """checkpoints/<headline row>/model.pt of the last `dvc repro` in this folder."""
-    from pathlib import Path
-
-    from squatpose.config import load_params
+    """The model shipped inside the package (squatpose/weights/lower_body.pt, see docs/MODEL_CARD.md)."""
     from squatpose.errors import SquatposeError
-    from squatpose.report import headline_row
+    from squatpose.weights import SHIPPED
 
-    if not Path("params.yaml").is_file():
-        raise SquatposeError("no --model given and no params.yaml here: run in the squatpose folder after "
-                             "`dvc repro`, or pass --model path/to/model.pt")
-    path = Path("checkpoints") / headline_row(load_params("params.yaml")) / "model.pt"
-    if not path.is_file():
-        raise SquatposeError(f"{path}: the headline model is not trained yet: run `dvc repro`, or pass --model")
-    return str(path)
+    if not SHIPPED.is_file():
+        raise SquatposeError(f"{SHIPPED}: the shipped model is missing from this installation; pass --model")
+    return str(SHIPPED)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -113,10 +106,10 @@ def _export(args: argparse.Namespace) -> None:
 
     from squatpose.export import AGREEMENT, export_onnx
 
-    ckpt = Path(args.checkpoint)
+    ckpt = Path(args.checkpoint or default_model())
     out = Path(args.out) if args.out else Path("exports") / f"{ckpt.parent.name if ckpt.stem == 'model' else ckpt.stem}.onnx"
-    diff = export_onnx(args.checkpoint, out)
-    print(f"{out}: ONNX export of {args.checkpoint}; heatmaps agree with PyTorch to {diff:.1e} (limit {AGREEMENT:g})")
+    diff = export_onnx(ckpt, out)
+    print(f"{out}: ONNX export of {ckpt}; outputs agree with PyTorch to {diff:.1e} (limit {AGREEMENT:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/summary.json (reps, feedback, settings, model), OUT/knee_angle.png and "
                                    "OUT/overlay.mp4 (overlay.png for an image). See README 'Squat analysis'.")
     p.add_argument("input", help="an image or a video (any format OpenCV reads)")
-    p.add_argument("--model", help="model.pt from the pipeline or its .onnx export (default: the headline model "
-                                   "of the last `dvc repro`, checkpoints/<row>/model.pt)")
+    p.add_argument("--model", help="model.pt from the pipeline or its .onnx export (default: the model shipped "
+                                   "with squatpose, docs/MODEL_CARD.md)")
     p.add_argument("--out", help="output folder (default: analysis/<input name>)")
     p.add_argument("--box", metavar="X,Y,W,H", help="the person's box in the first frame, in pixels (default: "
                                                     "torchvision's person detector, weights downloaded once)")
@@ -169,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_analyze)
     p = sub.add_parser("export", help="export a checkpoint to ONNX (for the fast onnxruntime path of analyze)")
-    p.add_argument("checkpoint", help="model.pt from the pipeline")
+    p.add_argument("checkpoint", nargs="?", help="model.pt from the pipeline (default: the shipped model)")
     p.add_argument("--out", help="the .onnx file (default: exports/<row>.onnx, outside the pipeline's outputs)")
     p.set_defaults(func=_export)
     return parser

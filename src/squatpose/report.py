@@ -14,11 +14,14 @@ SHORT = {"left_hip": "LHip", "right_hip": "RHip", "left_knee": "LKnee", "right_k
          "left_ankle": "LAnk", "right_ankle": "RAnk"}
 
 
-def results_table(params: Params, metrics_dir: str | Path) -> pd.DataFrame:
-    """The table of every row in params.yaml, in their order."""
+def results_table(params: Params, metrics_dir: str | Path, reference: str | Path | None = None) -> pd.DataFrame:
+    """The table of every row in params.yaml, in their order, and last the shipped model's
+    evaluation (`reference`, not retrained: its train persons are those it shipped with)."""
+    paths = [(name, Path(metrics_dir) / f"{name}.json") for name in params.rows]
+    if reference:
+        paths.append(("shipped (reference, not retrained)", Path(reference)))
     records = []
-    for name in params.rows:
-        path = Path(metrics_dir) / f"{name}.json"
+    for name, path in paths:
         try:
             m = json.loads(path.read_text())
         except (OSError, ValueError) as e:
@@ -55,10 +58,11 @@ def headline_row(params: Params) -> str:
         raise SquatposeError(f"params.yaml: no row has model {params.model!r}") from None
 
 
-def write_report(params: Params, metrics_dir: str | Path, out_dir: str | Path) -> pd.DataFrame:
+def write_report(params: Params, metrics_dir: str | Path, out_dir: str | Path,
+                 reference: str | Path | None = None) -> pd.DataFrame:
     """results.md, results.csv and the headline metrics.json (the first row of `params.model`)."""
     out_dir = Path(out_dir)
-    table = results_table(params, metrics_dir)
+    table = results_table(params, metrics_dir, reference)
     with atomic_path(out_dir / "results.csv") as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out_dir / "results.md") as tmp:

@@ -87,11 +87,12 @@ def _text(image: np.ndarray, text: str, org: tuple[int, int], scale: float) -> N
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
 
 
-def knee_angle_plot(path, t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+def knee_angle_plot(path, t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                     reps: list[tuple[float, float, float]], thresholds: dict[str, float], title: str) -> None:
-    """PNG of knee angle over time: per curve (label -> (raw, smoothed)) the raw values faint and
-    the smoothed ones solid, each rep (start, bottom, end seconds) shaded with its bottom marked,
-    and horizontal `thresholds` (label -> degrees) dashed. Written atomically."""
+    """PNG of knee angle over time: per curve (label -> (raw, smoothed, +-uncertainty)) the raw
+    values faint, the smoothed ones solid inside a band of their uncertainty, each rep (start,
+    bottom, end seconds) shaded with its bottom marked, and horizontal `thresholds` (label ->
+    degrees) dashed. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,8 +101,11 @@ def knee_angle_plot(path, t: np.ndarray, curves: dict[str, tuple[np.ndarray, np.
     from squatpose.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
-    for (label, (raw, smooth)), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green")):
+    for (label, (raw, smooth, unc)), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green")):
         ax.plot(t, raw, color=color, alpha=0.3, lw=1)
+        if np.isfinite(unc).any():
+            ax.fill_between(t, smooth - unc, smooth + unc, color=color, alpha=0.18, lw=0,
+                            label=f"{label}: uncertainty (90%)")
         ax.plot(t, smooth, color=color, lw=2, label=label)
     for k, (a, b, e) in enumerate(reps, 1):
         ax.axvspan(a, e, color="tab:green", alpha=0.12)

@@ -19,9 +19,10 @@ from squatpose.geometry import apply_affine, box_center_size, crop_affine, inver
 from squatpose.joints import NAMES
 from squatpose.squat import kinematics, tracks
 from squatpose.squat.boxes import BoxFollower, PersonDetector, check_box, iou
-from squatpose.squat.feedback import FeedbackRules, frame_feedback, rep_feedback
+from squatpose.squat.feedback import FeedbackRules, depth_sentence, frame_feedback, rep_feedback
 from squatpose.squat.reps import Rep, RepSettings, Segmentation, segment_reps
 from squatpose.squat.smoothing import OneEuro, jitter, static_frames
+from squatpose.squat.uncertainty import COVERAGE, Calibration, angle_uncertainty
 from squatpose.squat.video import Source, frames, open_source
 
 
@@ -48,6 +49,7 @@ class Tracked:
     kp: np.ndarray  # (T, 6, 2) image pixels, as decoded
     confidence: np.ndarray  # (T, 6)
     boxes: np.ndarray  # (T, 4) x, y, w, h
+    crop_scale: np.ndarray  # (T,) image pixels per crop pixel
     messages: list[str] = field(default_factory=list)
 
 
@@ -58,7 +60,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
     tracking with the frames done so far and a message saying why."""
     codec, crop = model.codec, model.crop
     follower: BoxFollower | None = None
-    kps, confs, boxes, messages = [], [], [], []
+    kps, confs, boxes, scales, messages = [], [], [], [], []
     unseen, stopped = 0, False
     reacquire = max(1, int(settings.reacquire_s * (source.fps or 1)))
     total = source.frame_count if max_frames is None else min(max_frames, source.frame_count)
@@ -91,6 +93,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
             kps.append(kp)
             confs.append(conf[0])
             boxes.append(current)
+            scales.append(size[0, 0] / crop.width)
             bar.update()
     except KeyboardInterrupt:
         stopped = True
@@ -111,7 +114,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
                         f"{source.frame_count}")
     shape = (len(kps), len(NAMES))
     return Tracked(np.array(kps, np.float64).reshape(*shape, 2), np.array(confs, np.float64).reshape(shape),
-                   np.array(boxes, np.float64).reshape(-1, 4), messages)
+                   np.array(boxes, np.float64).reshape(-1, 4), np.array(scales, np.float64), messages)
 
 
 @dataclass
@@ -121,9 +124,10 @@ class Analysis:
     summary: dict
 
 
-def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image: bool = False) -> Analysis:
-    """Angles, reps and feedback from tracked joints (pure: no files, no model). `fps` 0: no time
-    axis (an image)."""
+def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image: bool = False,
+                   calibration: Calibration | None = None) -> Analysis:
+    """Angles with their uncertainty (from the model's `calibration`; unknown without one), reps
+    and feedback from tracked joints (pure: no files, no model). `fps` 0: no time axis (an image)."""
     n = len(tracked.kp)
     t = np.arange(n) / fps if fps else np.zeros(n)
     seen = tracked.confidence >= settings.confidence
@@ -139,14 +143,21 @@ def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image
     raw_angles = kinematics.measures(observed, view, legs)
     for side in LEGS:
         angles[f"knee_angle_{side}_raw"] = raw_angles[f"knee_angle_{side}"]
+    measured = [f"{name}_{side}" for side in legs for name in MEASURES]
+    spread = angle_uncertainty(lambda xy: kinematics.measures(xy, view, legs), smooth, confidence,
+                               tracked.crop_scale, calibration, measured)
+    for side in LEGS:
+        for name in MEASURES:
+            angles[f"{name}_{side}_unc"] = spread.get(f"{name}_{side}", np.full(n, np.nan))
     seg = segment_reps(t, angles["knee_angle"].to_numpy(), settings.reps) if not still_image else \
         Segmentation([], float("nan"), [])
     feedback: list[str] = []
     for rep in seg.reps:
-        rep.extra = _rep_extras(rep, angles, view, legs, settings.rules)
+        rep.extra = _rep_extras(rep, angles, confidence, view, legs)
+        rep.extra["depth"] = depth_sentence(rep.extra, settings.rules)[0]
         feedback += rep_feedback(rep, settings.rules)
     if still_image:
-        feedback += frame_feedback(angles.iloc[0], view, legs, settings.rules)
+        feedback += frame_feedback(_rep_extras(None, angles, confidence, view, legs), settings.rules)
     elif not seg.reps:
         feedback.append("no complete repetition found: the knee angle has to drop "
                         f"{settings.reps.depth_in:.0f}° below standing and come back within "
@@ -167,6 +178,9 @@ def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image
         "legs_reported": list(legs),
         "knee_angle_method": "hip-knee-ankle angle" if view == "side" else
                              "from hip-ankle distance and standing thigh/shank lengths (law of cosines)",
+        "uncertainty": (f"+- half-width of the central {COVERAGE:.0%} of the angles over joints moved by the model's "
+                        "own errors at their confidence (calibrated on held-out persons)") if calibration else
+                       "unknown: the model carries no calibration of its errors, so no verdict is given",
         "leg_length_px": _num(scale),
         "left_right_swaps_fixed": int((order != np.arange(len(NAMES))).any(1).sum()),
         "standing_knee_angle": _num(seg.standing_angle),
@@ -181,27 +195,35 @@ def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image
     return Analysis(table, seg, summary)
 
 
-def _rep_extras(rep: Rep, angles: pd.DataFrame, view: str, legs: tuple[str, ...], rules: FeedbackRules) -> dict:
-    """Per-side measures at the bottom of a rep (the bottom frame, or the nearest known within
-    2 frames), depth, asymmetry. None where unknown: nothing is taken from elsewhere in the rep."""
-    extra: dict = {"view": view}
+MEASURES = ("knee_angle", "thigh_angle", "valgus")
+
+
+def _rep_extras(rep: Rep | None, angles: pd.DataFrame, confidence: np.ndarray, view: str,
+                legs: tuple[str, ...]) -> dict:
+    """Per-side measures and their uncertainty at the bottom of a rep (the bottom frame, or the
+    nearest frame within 2 where the measure is known; frame 0 for a still image), and the
+    confidence of each joint there. None where unknown: nothing is taken from elsewhere in the rep."""
+    bottom = rep.bottom if rep is not None else 0
+    extra: dict = {"view": view, "legs": list(legs)}
     for side in LEGS:
-        for name in ("knee_angle", "thigh_angle", "valgus"):
-            extra[f"{side}_{name}_at_bottom"] = _near_bottom(angles[f"{name}_{side}"].to_numpy(), rep.bottom)
-    thighs = [extra[f"{s}_thigh_angle_at_bottom"] for s in legs if extra[f"{s}_thigh_angle_at_bottom"] is not None]
-    extra["thigh_angle_at_bottom"] = max(thighs) if thighs else None  # both legs must reach depth
-    extra["parallel"] = None if not thighs else bool(max(thighs) <= rules.parallel_deg)
+        for name in MEASURES:
+            values = angles[f"{name}_{side}"].to_numpy()
+            at = _near_bottom(values, bottom)
+            extra[f"{side}_{name}_at_bottom"] = None if at is None else float(values[at])
+            unc = None if at is None else angles[f"{name}_{side}_unc"].to_numpy()[at]
+            extra[f"{side}_{name}_unc_at_bottom"] = None if unc is None or not np.isfinite(unc) else float(unc)
+    extra["confidence_at_bottom"] = {n: _num(c) for n, c in zip(NAMES, confidence[bottom])} if len(confidence) else {}
     left, right = extra["left_knee_angle_at_bottom"], extra["right_knee_angle_at_bottom"]
     extra["asymmetry_deg"] = None if left is None or right is None else abs(left - right)
     return extra
 
 
-def _near_bottom(values: np.ndarray, bottom: int, reach: int = 2) -> float | None:
-    """values[bottom], or the known value nearest to it within `reach` frames; None if none."""
+def _near_bottom(values: np.ndarray, bottom: int, reach: int = 2) -> int | None:
+    """`bottom`, or the frame nearest to it within `reach` frames where `values` is known; None if none."""
     for d in range(reach + 1):
         for i in (bottom - d, bottom + d):
             if 0 <= i < len(values) and np.isfinite(values[i]):
-                return float(values[i])
+                return i
     return None
 
 
@@ -265,7 +287,8 @@ def analyze(input_path: str | Path, model: PoseModel, out_dir: str | Path, box: 
     tracked = track(source, model, box, detector, settings, progress)
     if not len(tracked.kp):
         raise SquatposeError(f"{source.path}: no frame could be analysed")
-    result = analyze_tracks(tracked, source.fps, settings, still_image=source.kind == "image")
+    calibration = Calibration.from_meta(model.meta.get("calibration"))
+    result = analyze_tracks(tracked, source.fps, settings, still_image=source.kind == "image", calibration=calibration)
     s = result.summary
     notes = list(source.notes) + tracked.messages + s.pop("messages")
     if s["frames_with_confident_joints"] == 0:

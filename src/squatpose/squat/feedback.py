@@ -1,7 +1,16 @@
-"""Plain-language feedback per repetition, from the numbers `analyze` attaches to each rep."""
+"""Plain-language feedback per repetition (or still image), from the numbers `analyze` attaches.
+
+A verdict is given only when the value clears its threshold by more than its uncertainty (the
+model's own errors propagated to the angle, squat/uncertainty.py); otherwise the sentence says
+that it cannot tell, the value with its +-, and which joint was least sure. Without an uncertainty
+(a model with no calibration) no verdict is given at all: a confident wrong verdict ("above
+parallel" for a deep squat) is worse than none.
+"""
 
 from dataclasses import dataclass
 
+from squatpose.angles import LEGS
+from squatpose.joints import NAMES
 from squatpose.squat.reps import Rep
 
 
@@ -13,47 +22,106 @@ class FeedbackRules:
     fast_descent_s: float = 0.5  # a quicker way down is flagged
 
 
-def _thigh_words(thigh: float) -> str:
-    """'thigh 12° above horizontal', 'thigh 0.3° below horizontal' (a decimal under 1°)."""
-    return f"thigh {abs(thigh):.{0 if abs(thigh) >= 1 else 1}f}° {'above' if thigh > 0 else 'below'} horizontal"
+def judge(value: float | None, unc: float | None, threshold: float) -> str | None:
+    """'above' if value - unc > threshold, 'below' if value + unc <= threshold, 'unsure' if the
+    interval straddles it or the uncertainty is unknown; None if the value is unknown."""
+    if value is None:
+        return None
+    if unc is None:
+        return "unsure"
+    if value - unc > threshold:
+        return "above"
+    if value + unc <= threshold:
+        return "below"
+    return "unsure"
 
 
-def frame_feedback(row, view: str, legs: tuple[str, ...], rules: FeedbackRules = FeedbackRules()) -> list[str]:
-    """Sentences for one still image (`row`: its measures, kinematics.measures columns)."""
+def _pm(value: float, unc: float | None, unit: str = "°", digits: int = 0) -> str:
+    return f"{value:.{digits}f}{unit}" + (f" ±{unc:.{digits}f}{unit}" if unc is not None else " (± unknown)")
+
+
+def _thigh_words(thigh: float, unc: float | None) -> str:
+    """'thigh 12° ±4° above horizontal' (a decimal under 1°)."""
+    digits = 0 if abs(thigh) >= 1 else 1
+    return f"thigh {_pm(abs(thigh), unc, digits=digits)} {'above' if thigh > 0 else 'below'} horizontal"
+
+
+def _why(e: dict, joints: list[str], unc: float | None) -> str:
+    """Why a value is not judged: no calibration, or the least confident of `joints` at the bottom."""
+    if unc is None:
+        return "the model has no calibration of its errors"
+    conf = {j: e.get("confidence_at_bottom", {}).get(j) for j in joints}
+    known = {j: c for j, c in conf.items() if c is not None}
+    if not known:
+        return "joint positions uncertain"
+    least = min(known, key=known.get)
+    return f"{least.replace('_', ' ')} position uncertain (confidence {known[least]:.2f})"
+
+
+def depth_sentence(e: dict, rules: FeedbackRules) -> tuple[str | None, str]:
+    """(verdict 'parallel' | 'above' | 'unsure' | None, sentence) on depth at the bottom: every reported
+    leg must reach parallel; one leg surely above is enough for 'above'."""
+    legs = [s for s in e["legs"] if e.get(f"{s}_thigh_angle_at_bottom") is not None]
+    if not legs:
+        return None, "depth unknown (hip or knee not confident at the bottom)"
+    verdicts = {s: judge(e[f"{s}_thigh_angle_at_bottom"], e[f"{s}_thigh_angle_unc_at_bottom"], rules.parallel_deg)
+                for s in legs}
+    # the leg that decides: the highest thigh (both must reach depth)
+    side = max(legs, key=lambda s: e[f"{s}_thigh_angle_at_bottom"])
+    words = _thigh_words(e[f"{side}_thigh_angle_at_bottom"], e[f"{side}_thigh_angle_unc_at_bottom"])
+    if any(v == "above" for v in verdicts.values()):
+        side = next(s for s in legs if verdicts[s] == "above")
+        return "above", f"above parallel ({_thigh_words(e[f'{side}_thigh_angle_at_bottom'], e[f'{side}_thigh_angle_unc_at_bottom'])})"
+    if all(v == "below" for v in verdicts.values()):
+        return "parallel", f"parallel reached ({words})"
+    unsure = next(s for s in legs if verdicts[s] == "unsure")
+    hip, knee = (NAMES[i] for i in LEGS[unsure][:2])
+    return "unsure", f"depth not judged: {_why(e, [hip, knee], e[f'{unsure}_thigh_angle_unc_at_bottom'])} ({words})"
+
+
+def _valgus_sentences(e: dict, rules: FeedbackRules, prefix: str) -> list[str]:
     out = []
-    thighs = [row[f"thigh_angle_{s}"] for s in legs if row[f"thigh_angle_{s}"] == row[f"thigh_angle_{s}"]]
-    if not thighs:
-        out.append("depth unknown (hip or knee not confident)")
-    else:
-        out.append(f"{'parallel reached' if max(thighs) <= rules.parallel_deg else 'above parallel'} "
-                   f"({_thigh_words(max(thighs))})")
-    for side in legs:
-        v = row[f"valgus_{side}"]
-        if view == "front" and v == v and v > rules.valgus:
-            out.append(f"{side} knee caves in ({100 * v:.0f}% of leg length inside the hip-ankle line)")
+    for side in e["legs"]:
+        v, u = e.get(f"{side}_valgus_at_bottom"), e.get(f"{side}_valgus_unc_at_bottom")
+        verdict = judge(v, u, rules.valgus)
+        pct = _pm(100 * v, None if u is None else 100 * u, unit="%") if v is not None else ""
+        if verdict == "above":
+            out.append(f"{prefix}{side} knee caves in ({pct} of leg length inside the hip-ankle line)")
+        elif verdict == "unsure":
+            hip, knee, ankle = (NAMES[i] for i in LEGS[side])
+            out.append(f"{prefix}{side} knee valgus not judged: {_why(e, [hip, knee, ankle], u)} ({pct} of leg length)")
     return out
 
 
-def rep_feedback(rep: Rep, rules: FeedbackRules = FeedbackRules()) -> list[str]:
-    """Sentences for one rep; each says what was seen and the number behind it."""
-    e, n, out = rep.extra, rep.number, []
-    thigh = e.get("thigh_angle_at_bottom")
-    if thigh is None:
-        out.append(f"rep {n}: depth unknown (hip or knee not confident at the bottom)")
-    elif thigh <= rules.parallel_deg:
-        out.append(f"rep {n}: parallel reached ({_thigh_words(thigh)})")
-    else:
-        out.append(f"rep {n}: above parallel ({_thigh_words(thigh)} at the bottom)")
-    for side in ("left", "right"):
-        v = e.get(f"{side}_valgus_at_bottom")
-        if v is not None and v > rules.valgus:
-            out.append(f"rep {n}: {side} knee caves in at the bottom "
-                       f"({100 * v:.0f}% of leg length inside the hip-ankle line)")
+def _asymmetry_sentence(e: dict, rules: FeedbackRules, prefix: str) -> list[str]:
     left, right = e.get("left_knee_angle_at_bottom"), e.get("right_knee_angle_at_bottom")
-    if e.get("view") == "front" and left is not None and right is not None \
-            and abs(left - right) > rules.asymmetry_deg:
+    if e.get("view") != "front" or left is None or right is None:
+        return []
+    ul, ur = e.get("left_knee_angle_unc_at_bottom"), e.get("right_knee_angle_unc_at_bottom")
+    unc = None if ul is None or ur is None else (ul**2 + ur**2) ** 0.5
+    verdict = judge(abs(left - right), unc, rules.asymmetry_deg)
+    if verdict == "above":
         more = "left" if left < right else "right"
-        out.append(f"rep {n}: {more} knee bends {abs(left - right):.0f}° more than the other at the bottom")
+        return [f"{prefix}{more} knee bends {_pm(abs(left - right), unc)} more than the other at the bottom"]
+    if verdict == "unsure":
+        knees = [NAMES[LEGS[s][1]] for s in LEGS]
+        return [f"{prefix}asymmetry not judged: {_why(e, knees, unc)} (knees differ by {_pm(abs(left - right), unc)})"]
+    return []
+
+
+def frame_feedback(e: dict, rules: FeedbackRules = FeedbackRules()) -> list[str]:
+    """Sentences for one still image (`e`: analyze's measures at frame 0)."""
+    return [depth_sentence(e, rules)[1]] + (_valgus_sentences(e, rules, "") if e["view"] == "front" else []) \
+        + _asymmetry_sentence(e, rules, "")
+
+
+def rep_feedback(rep: Rep, rules: FeedbackRules = FeedbackRules()) -> list[str]:
+    """Sentences for one rep; each says what was seen, the number behind it and its uncertainty."""
+    e, n = rep.extra, rep.number
+    out = [f"rep {n}: {depth_sentence(e, rules)[1]}"]
+    if e.get("view") == "front":
+        out += _valgus_sentences(e, rules, f"rep {n}: ")
+    out += _asymmetry_sentence(e, rules, f"rep {n}: ")
     if rep.descent_s < rules.fast_descent_s:
         out.append(f"rep {n}: fast descent ({rep.descent_s:.1f} s): control the way down")
     return out

@@ -30,8 +30,8 @@ def write_outputs(source: Source, result: "Analysis", out: Path, progress: bool 
     with atomic_path(out / "frames.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.3f")
     t = table["time_s"].to_numpy()
-    curves = {f"{side} knee": (table[f"knee_angle_{side}_raw"].to_numpy(), table[f"knee_angle_{side}"].to_numpy())
-              for side in summary["legs_reported"]}
+    curves = {f"{side} knee": (table[f"knee_angle_{side}_raw"].to_numpy(), table[f"knee_angle_{side}"].to_numpy(),
+                               table[f"knee_angle_{side}_unc"].to_numpy()) for side in summary["legs_reported"]}
     rs = summary["settings"]["reps"]
     knee_angle_plot(out / "knee_angle.png", t, curves, [(r.start_s, r.bottom_s, r.end_s) for r in seg.reps],
                     {"rep starts": seg.standing_angle - rs["depth_in"], "rep ends": seg.standing_angle - rs["depth_out"]},

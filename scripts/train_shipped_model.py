@@ -1,0 +1,84 @@
+"""Train the model that ships inside the package (src/squatpose/weights/), the one command that retrains it.
+
+    python scripts/train_shipped_model.py                 # train (resumes), evaluate, calibrate, print
+    python scripts/train_shipped_model.py --install       # ... and copy it into the package
+
+Data: LSP Extended images 1-7000 plus the embedded COCO sample's training persons train, LSPET
+7001-8000 validate (squatpose/experiments.py: import-lsp, subsets and shards through the
+pipeline's own code), augmentation on (scale, rotation, flip, half-body). Training is the
+pipeline's own `train_row` (checkpoint every epoch, resumes after a kill: run the same command
+again); its files live under $SQUATPOSE_RUNS or ~/.cache/squatpose/runs/shipped-<recipe>, outside
+the checkout. The resume key covers the training code: run it from a fixed commit (a separate
+`git worktree`) while you edit this one. After training, the model is evaluated on LSPET val
+(`<run>/metrics.json`) and its joint errors are calibrated against its confidence on LSPET val
+(squat/uncertainty.py), stored in the checkpoint's meta for `squatpose analyze`.
+"""
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from squatpose.atomic import write_json
+from squatpose.experiments import LSPET, prepare, run_params, runs_dir, shards_for
+from squatpose.evaluate import evaluate_row
+from squatpose.models import load_checkpoint, save_checkpoint
+from squatpose.squat.uncertainty import calibrate_on
+from squatpose.train import train_row
+from squatpose.weights import SHIPPED
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lspet", default=str(LSPET), help="folder with joints.mat and images/")
+    parser.add_argument("--model", default="dilated_wide", help="architecture")
+    parser.add_argument("--crop", default="96x128", help="crop WIDTHxHEIGHT")
+    parser.add_argument("--codec", default="simcc", choices=("heatmap", "simcc"))
+    parser.add_argument("--sigma", type=float, default=3.0, help="target width in output cells (codec.sigma)")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=300, help="warm-up batches")
+    parser.add_argument("--run", help="run folder (default: <runs>/shipped-<model>-<crop>-<codec>-<epochs>)")
+    parser.add_argument("--install", action="store_true", help=f"copy the trained, calibrated model to {SHIPPED}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
+    if not Path(args.lspet, "joints.mat").is_file():
+        sys.exit(f"error: {args.lspet}: no joints.mat (LSP Extended); pass --lspet")
+    name = f"shipped-{args.model}-{args.crop}-{args.codec}-{args.epochs}"
+    out = Path(args.run) if args.run else runs_dir() / name
+    images = prepare(out, Path(args.lspet), with_coco_sample=True)
+    width, height = (int(v) for v in args.crop.split("x"))
+    row = "lower_body"
+    params = run_params(out, images, width, height, {row: {"model": args.model, "subset": "full", "augment": True}},
+                        {"kind": args.codec, "sigma": args.sigma},
+                        {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                         "lr_schedule": "cosine", "warmup_iters": args.warmup}, experiment="shipped-model")
+    shards = shards_for(out, params)
+    subsets = out / "subsets"
+    ckpt = train_row(row, params, shards, subsets, out / "checkpoints" / row, out / "history" / f"{row}.csv",
+                     progress=not args.quiet)
+    model, meta = load_checkpoint(ckpt)
+    metrics = evaluate_row(row, params, model, meta, shards / "val", subsets, out / "figures")
+    write_json(out / "metrics.json", metrics)
+    calibration = calibrate_on(model, meta, shards / "val", subsets)
+    meta = {**meta, "calibration": calibration, "trained_on": "LSP Extended 1-7000 + COCO sample train persons",
+            "validated_on": "LSP Extended 7001-8000"}
+    calibrated = out / "calibrated.pt"
+    save_checkpoint(calibrated, model, meta)
+    print(f"{calibrated}: LSPET val PCK@0.05 {metrics['pck@0.05']:.3f}, PCK@0.1 {metrics['pck@0.1']:.3f}, "
+          f"knee-angle MAE L/R {metrics['knee_angle']['left_mae_deg']:.1f} / {metrics['knee_angle']['right_mae_deg']:.1f} deg")
+    if args.install:
+        if calibrated.stat().st_size > MAX_BYTES:
+            sys.exit(f"error: {calibrated} is {calibrated.stat().st_size / 1e6:.1f} MB, over the 10 MB limit")
+        SHIPPED.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(calibrated, SHIPPED)
+        print(f"installed as {SHIPPED}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""How sure the model is: joint errors calibrated against confidence, propagated to the angles.
+
+Calibration (on held-out persons with known joints, e.g. LSPET val; scripts/train_shipped_model.py):
+every labeled joint's error vector (prediction - truth, in crop pixels) is kept, grouped by joint
+type (hip, knee, ankle) and by confidence (`BINS` quantile bins per type): how far off the model is
+depends mostly on both. The groups are stored in the checkpoint's meta as plain lists.
+
+Propagation (squatpose analyze): each frame's joints are moved by error vectors drawn from the
+group of their type and confidence (scaled from crop to image pixels), the angles measured on each
+of `DRAWS` draws; a frame's uncertainty of an angle is the half-width of the central `COVERAGE` of
+its draws (+-deg). The draws are those real errors, gross ones (a knee on the wrong leg) included,
+so the interval is as heavy-tailed as the model's mistakes.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from squatpose.joints import NAMES
+
+GROUPS = ("hip", "knee", "ankle")
+GROUP_OF = tuple(GROUPS.index(n.split("_")[1]) for n in NAMES)  # joint index -> group index
+BINS = 5  # confidence bins per joint type (quantiles of the calibration set)
+KEEP = 400  # error vectors kept per bin (a seeded sample)
+DRAWS = 200
+COVERAGE = 0.9
+
+
+@dataclass(frozen=True)
+class Calibration:
+    edges: list[list[float]]  # per group: BINS + 1 confidence edges (first -inf, last +inf)
+    errors: list[list[np.ndarray]]  # per group, per bin: (n, 2) error vectors in crop pixels
+
+    def to_meta(self) -> dict:
+        """Plain types for a checkpoint's meta (loaded with weights_only=True)."""
+        return {"unit": "crop pixels", "groups": list(GROUPS), "edges": self.edges,
+                "errors": [[np.round(e, 2).tolist() for e in g] for g in self.errors]}
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> "Calibration | None":
+        if not meta:
+            return None
+        return cls(meta["edges"], [[np.asarray(e, np.float64).reshape(-1, 2) for e in g] for g in meta["errors"]])
+
+    def bin_of(self, confidence: np.ndarray, group: int) -> np.ndarray:
+        """Bin index (0..BINS-1) of each confidence for joints of `group`."""
+        inner = np.asarray(self.edges[group][1:-1])
+        return np.searchsorted(inner, confidence, side="right")
+
+    def radius(self, confidence: np.ndarray, joint: int, q: float = COVERAGE) -> np.ndarray:
+        """The `q` quantile of the error length (crop px) of joint `joint` at each confidence."""
+        g = GROUP_OF[joint]
+        per_bin = np.array([np.quantile(np.linalg.norm(e, axis=1), q) for e in self.errors[g]])
+        return per_bin[self.bin_of(np.asarray(confidence), g)]
+
+
+def fit(errors: np.ndarray, confidence: np.ndarray, joint: np.ndarray, seed: int = 0) -> Calibration:
+    """Calibration from error vectors (M, 2) in crop pixels of joints `joint` (M,) at `confidence` (M,)."""
+    rng = np.random.default_rng(seed)
+    edges, kept = [], []
+    for g in range(len(GROUPS)):
+        mine = np.isin(joint, [j for j, gg in enumerate(GROUP_OF) if gg == g])
+        if mine.sum() < BINS * 10:
+            raise ValueError(f"calibration: only {mine.sum()} {GROUPS[g]} joints; need at least {BINS * 10}")
+        inner = np.quantile(confidence[mine], np.linspace(0, 1, BINS + 1)[1:-1])
+        edges.append([-np.inf, *inner.tolist(), np.inf])
+        which = np.searchsorted(inner, confidence[mine], side="right")
+        group = []
+        for b in range(BINS):
+            e = errors[mine][which == b]
+            group.append(e[rng.permutation(len(e))[:KEEP]] if len(e) > KEEP else e)
+        kept.append(group)
+    return Calibration(edges, kept)
+
+
+def draw_errors(confidence: np.ndarray, calibration: Calibration, draws: int = DRAWS,
+                seed: int = 0) -> np.ndarray:
+    """Error vectors (draws, T, K, 2) in crop pixels for joints of confidence (T, K), each drawn
+    from the calibration errors of its joint type and confidence bin."""
+    rng = np.random.default_rng(seed)
+    t, k = confidence.shape
+    out = np.zeros((draws, t, k, 2))
+    for j in range(k):
+        g = GROUP_OF[j]
+        bins = calibration.bin_of(np.nan_to_num(confidence[:, j], nan=-1.0), g)
+        for b in np.unique(bins):
+            frames = np.flatnonzero(bins == b)
+            pool = calibration.errors[g][b]
+            if len(pool) == 0:
+                out[:, frames, j] = np.nan
+                continue
+            out[:, frames, j] = pool[rng.integers(0, len(pool), size=(draws, len(frames)))]
+    return out
+
+
+def angle_uncertainty(measure, xy: np.ndarray, confidence: np.ndarray, crop_scale: np.ndarray,
+                      calibration: Calibration | None, columns: list[str], draws: int = DRAWS) -> dict[str, np.ndarray]:
+    """Half-width (T,) of the central COVERAGE of each of `columns` of `measure(xy)` (a DataFrame
+    of per-frame measures, e.g. kinematics.measures) over joints `xy` (T, K, 2) image px moved by
+    drawn errors; `crop_scale` (T,) image px per crop px. All NaN without a calibration."""
+    n = len(xy)
+    if calibration is None or n == 0:
+        return {c: np.full(n, np.nan) for c in columns}
+    errors = draw_errors(confidence, calibration, draws) * np.asarray(crop_scale)[None, :, None, None]
+    samples = {c: np.empty((draws, n)) for c in columns}
+    for d in range(draws):
+        frame = measure(xy + errors[d])
+        for c in columns:
+            samples[c][d] = frame[c].to_numpy()
+    lo, hi = (1 - COVERAGE) / 2 * 100, (1 + COVERAGE) / 2 * 100
+    out = {}
+    for c in columns:
+        with warnings.catch_warnings():  # frames where every draw is NaN: NaN, as meant
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = (np.nanpercentile(samples[c], hi, axis=0) - np.nanpercentile(samples[c], lo, axis=0)) / 2
+        known = np.isfinite(samples[c]).mean(axis=0) >= 0.5  # most draws give a value
+        out[c] = np.where(known, spread, np.nan)
+    return out
+
+
+def calibrate_on(model, meta: dict, shards_dir, subsets_dir, subset: str = "full") -> dict:
+    """Calibration (as meta) of `model` on the persons of `subsets_dir`'s val `subset` in `shards_dir`."""
+    from squatpose.codec import codec_from_meta
+    from squatpose.evaluate import predict
+    from squatpose.shards import ShardDataset
+    from squatpose.subsets import subset_path
+
+    ds = ShardDataset.from_subset(shards_dir, subset_path(subsets_dir, "val", subset))
+    pred = predict(model, ds, codec_from_meta(meta))
+    truth, in_crop = ds.gather("kp_crop"), ds.gather("in_crop") > 0
+    errors = (pred.kp_crop - truth[..., :2])[in_crop]
+    joint = np.broadcast_to(np.arange(len(NAMES)), in_crop.shape)[in_crop]
+    return fit(errors, pred.confidence[in_crop], joint).to_meta()
+
