@@ -94,7 +94,7 @@ def run_params(out: Path, images: Path, width: int, height: int, rows: dict, cod
                models: dict | None = None, experiment: str = "lspet-benchmark") -> Params:
     """The repository's params.yaml with `out`'s data, crop size `width` x `height`, `codec`
     overrides, per-architecture settings `models` (name -> overrides, added to every architecture
-    that has no entry in params.yaml) and `rows`."""
+    that has no entry in params.yaml) and `rows`; MLflow runs go to `out`/mlflow.db."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     ann = out / "coco" / "annotations"
     raw["data"].update(source="coco_dir", train_images=str(images), val_images=str(images),
@@ -111,5 +111,5 @@ def run_params(out: Path, images: Path, width: int, height: int, rows: dict, cod
     raw["model"] = next(iter(rows.values()))["model"] if rows else raw["model"]
     if not rows:
         raw["rows"] = {"probe": {"model": raw["model"], "subset": "full"}}
-    raw["mlflow"]["experiment"] = experiment
+    raw["mlflow"].update(experiment=experiment, tracking_uri=f"sqlite:///{out.resolve()}/mlflow.db")
     return params_from_dict(raw, "experiment params")
