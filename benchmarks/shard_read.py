@@ -2,9 +2,11 @@
 
     python benchmarks/shard_read.py [--split val] [--shards data/shards/sample/val] [--subsets data/subsets/sample]
 
-Prints a table of samples/s, single process, for: the memory-mapped ShardDataset, the same
-through a DataLoader (batch 32), and the path the shards replace (decode the JPEG, warp the
-crop, encode the heatmaps, normalise). Both produce the same tensors per sample.
+Prints a table of samples/s, single process, for: the memory-mapped ShardDataset with the
+targets made by params.yaml's codec from the stored keypoints (as training makes them), the
+same through a DataLoader (batch 32, encoded per batch), and the path the shards replace
+(decode the JPEG, warp the crop, normalise, encode the targets). Both produce the same tensors
+per sample.
 """
 
 import argparse
@@ -15,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from squatpose.codec import HeatmapCodec
+from squatpose.codec import in_crop_keypoints, make_codec
 from squatpose.config import load_params
 from squatpose.geometry import warp
 from squatpose.imaging import crops_to_tensor, read_image
@@ -43,33 +45,45 @@ def main() -> None:
     args.shards = args.shards or f"data/shards/sample/{args.split}"
     torch.set_num_threads(1)
     params = load_params()
-    codec = HeatmapCodec.from_config(params.crop, params.heatmap)
+    codec = make_codec(params.codec, params.crop)
     table = pd.read_parquet(subset_path(args.subsets, args.split, params.shards.subset))
     ds = ShardDataset(args.shards, table["ann_id"].to_numpy())
     table = table.set_index("ann_id").loc[ds.ann_ids].reset_index()
     n = len(ds)
 
+    def shard_targets(item: dict) -> tuple:
+        return codec.encode(in_crop_keypoints(item["kp_crop"], item["in_crop"]))
+
+    def jpeg_targets(kp_crop: np.ndarray) -> tuple:
+        """The targets of crop keypoints (N, 6, 3), with the shards' rule: a joint is supervised
+        only if labeled and inside the crop."""
+        x, y = kp_crop[..., 0], kp_crop[..., 1]
+        inside = (kp_crop[..., 2] > 0) & (x >= 0) & (x <= params.crop.width - 1) & (y >= 0) & (y <= params.crop.height - 1)
+        return codec.encode(in_crop_keypoints(torch.from_numpy(kp_crop), torch.from_numpy(inside.astype(np.float32))))
+
     def shards() -> None:
         for i in range(n):
-            ds[i]
+            item = ds[i]
+            shard_targets({k: item[k][None] for k in ("kp_crop", "in_crop")})
 
     def loader() -> None:
-        for _ in DataLoader(ds, batch_size=32, num_workers=0):
-            pass
+        for batch in DataLoader(ds, batch_size=32, num_workers=0):
+            shard_targets(batch)
 
     def jpeg() -> None:
         m, kp_crop = crop_persons(table, params.crop)
         for i, path in enumerate(table["image_path"]):
             crop = warp(read_image(path), m[i], params.crop.width, params.crop.height)
             crops_to_tensor(crop)
-            codec.encode(kp_crop[i:i + 1])
+            jpeg_targets(kp_crop[i:i + 1])
 
     # the two paths give the same sample
     m, kp_crop = crop_persons(table.iloc[:1], params.crop)
     crop = warp(read_image(table["image_path"].iloc[0]), m[0], params.crop.width, params.crop.height)
     assert torch.equal(crops_to_tensor(crop), ds[0]["image"])
-    hm, _ = codec.encode(kp_crop)
-    assert np.allclose(hm[0], ds[0]["target"].numpy(), atol=1e-3)
+    target, weight = jpeg_targets(kp_crop)
+    stored_target, stored_weight = shard_targets({k: ds[0][k][None] for k in ("kp_crop", "in_crop")})
+    assert torch.equal(target, stored_target) and torch.equal(weight, stored_weight)
 
     rows = [("shards, ShardDataset[i]", timed(shards, n, args.repeats)),
             ("shards, DataLoader batch 32", timed(loader, n, args.repeats)),

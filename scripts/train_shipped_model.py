@@ -34,16 +34,17 @@ MAX_BYTES = 10 * 1024 * 1024
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lspet", default=str(LSPET), help="folder with joints.mat and images/")
-    parser.add_argument("--model", default="dilated_wide", help="architecture")
+    parser.add_argument("--model", default="dilated", help="architecture")
     parser.add_argument("--crop", default="96x128", help="crop WIDTHxHEIGHT")
-    parser.add_argument("--codec", default="simcc", choices=("heatmap", "simcc"))
-    parser.add_argument("--sigma", type=float, default=3.0, help="target width in output cells (codec.sigma)")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--codec", default="heatmap", choices=("heatmap", "simcc"))
+    parser.add_argument("--sigma", type=float, default=2.0, help="target width in output cells (codec.sigma)")
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=300, help="warm-up batches")
     parser.add_argument("--run", help="run folder (default: <runs>/shipped-<model>-<crop>-<codec>-<epochs>)")
     parser.add_argument("--install", action="store_true", help=f"copy the trained, calibrated model to {SHIPPED}")
+    parser.add_argument("--limit", type=int, help="use only the first N LSPET training images (a smoke test)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
@@ -51,7 +52,7 @@ def main() -> None:
         sys.exit(f"error: {args.lspet}: no joints.mat (LSP Extended); pass --lspet")
     name = f"shipped-{args.model}-{args.crop}-{args.codec}-{args.epochs}"
     out = Path(args.run) if args.run else runs_dir() / name
-    images = prepare(out, Path(args.lspet), with_coco_sample=True)
+    images = prepare(out, Path(args.lspet), args.limit, with_coco_sample=True)
     width, height = (int(v) for v in args.crop.split("x"))
     row = "lower_body"
     params = run_params(out, images, width, height, {row: {"model": args.model, "subset": "full", "augment": True}},

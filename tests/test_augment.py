@@ -7,13 +7,14 @@ import torch
 
 from squatpose import joints
 from squatpose.augment import augment_batch, draw_affines, seeded_generator, transform_keypoints, warp_images
-from squatpose.codec import HeatmapCodec
+from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
 from squatpose.coco import person_records
-from squatpose.config import AugmentConfig, CropConfig, HeatmapConfig
+from squatpose.config import AugmentConfig, CropConfig
 from squatpose.shards import ShardDataset, write_shards
 from tests.conftest import SAMPLE, ann_path
 
 codec = HeatmapCodec()
+CODECS = {"heatmap-s4": codec, "heatmap-s2": HeatmapCodec(stride=2), "simcc": SimCCCodec()}
 OFF = AugmentConfig(scale=0.0, rotation=0.0, rotation_prob=0.0, flip_prob=0.0, half_body_prob=0.0)
 
 
@@ -22,32 +23,55 @@ def batch(tmp_path_factory) -> dict:
     """16 real val persons of the sample, read from shards as training reads them."""
     table, _ = person_records(ann_path(SAMPLE, "val"), SAMPLE / "val2017")
     out = tmp_path_factory.mktemp("shards") / "val"
-    write_shards(table, out, CropConfig(), HeatmapConfig(), shard_size=64, workers=1, progress=False)
+    write_shards(table, out, CropConfig(), shard_size=64, workers=1, progress=False)
     ds = ShardDataset(out)
     items = [ds[i] for i in range(16)]
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "target", "target_weight",
-                                                                             "kp_crop")}
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "kp_crop", "in_crop")}
 
 
-def test_nothing_drawn_is_the_identity(batch):
-    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], batch["target_weight"], OFF, codec,
-                                          seeded_generator(0, 0))
+def stored_targets(batch: dict, c) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets of the unaugmented batch, as training makes them from the stored keypoints."""
+    return c.encode(in_crop_keypoints(batch["kp_crop"], batch["in_crop"]))
+
+
+@pytest.mark.parametrize("codec_name", list(CODECS))
+def test_nothing_drawn_is_the_identity(batch, codec_name):
+    c = CODECS[codec_name]
+    image, kp = augment_batch(batch["image"], batch["kp_crop"], batch["in_crop"], OFF, c, seeded_generator(0, 0))
     torch.testing.assert_close(image, batch["image"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(target, batch["target"], atol=1e-3, rtol=0)  # stored as float16
-    torch.testing.assert_close(weight, batch["target_weight"])
+    torch.testing.assert_close(kp[..., :2], batch["kp_crop"][..., :2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(kp[..., 2], batch["kp_crop"][..., 2] * batch["in_crop"])  # v = 0 off the crop
+    target, weight = c.encode(kp)
+    expect_target, expect_weight = stored_targets(batch, c)
+    torch.testing.assert_close(target, expect_target, atol=1e-4, rtol=0)
+    torch.testing.assert_close(weight, expect_weight)
+    torch.testing.assert_close(weight, batch["in_crop"])  # these persons' joints in the crop are on the grid
+    assert weight.sum() > 50
 
 
-def test_flipped_sample_targets_are_the_mirrored_targets_with_left_and_right_swapped(batch):
+@pytest.mark.parametrize("codec_name", list(CODECS))
+def test_flipped_sample_targets_are_the_mirrored_targets_with_left_and_right_swapped(batch, codec_name):
+    """The flip mirrors about the axis the codec's grid is symmetric about, x -> (192 - stride) - x."""
+    c = CODECS[codec_name]
     cfg = dataclasses.replace(OFF, flip_prob=1.0)
-    image, target, weight = augment_batch(batch["image"], batch["kp_crop"], batch["target_weight"], cfg, codec,
-                                          seeded_generator(0, 0))
-    mirrored = torch.flip(batch["target"], dims=[-1])[:, list(joints.FLIP_INDEX)]
-    torch.testing.assert_close(target, mirrored, atol=1e-3, rtol=0)
-    torch.testing.assert_close(weight, batch["target_weight"][:, list(joints.FLIP_INDEX)])
-    assert weight.sum() > 50  # real joints, not empty heatmaps
-    # the image is mirrored about the same axis, x -> (192 - 4) - x: columns 0..188 reversed
-    torch.testing.assert_close(image[..., :189], torch.flip(batch["image"][..., :189], dims=[-1]),
-                               atol=1e-4, rtol=0)
+    image, kp = augment_batch(batch["image"], batch["kp_crop"], batch["in_crop"], cfg, c, seeded_generator(0, 0))
+    target, weight = c.encode(kp)
+    unflipped, unflipped_weight = stored_targets(batch, c)
+    if isinstance(c, SimCCCodec):  # the x bins reversed, the y bins as they were
+        vx, vy = c.split_xy(unflipped)
+        mirrored = torch.cat([torch.flip(vx, dims=[-1]), vy], -1)[:, list(joints.FLIP_INDEX)]
+    else:
+        mirrored = torch.flip(unflipped, dims=[-1])[:, list(joints.FLIP_INDEX)]
+    torch.testing.assert_close(target, mirrored, atol=1e-4, rtol=0)
+    torch.testing.assert_close(weight, unflipped_weight[:, list(joints.FLIP_INDEX)])
+    assert weight.sum() > 50  # real joints, not empty targets
+    x = batch["image"]
+    if c.stride >= 1:  # mirrored about x = (192 - stride) / 2: columns 0..192 - stride reversed
+        last = 192 - int(c.stride)
+        torch.testing.assert_close(image[..., :last + 1], torch.flip(x[..., :last + 1], dims=[-1]), atol=1e-4, rtol=0)
+    else:  # SimCC, split 2: about x = 95.75, so column x shows the mean of columns 191 - x and 192 - x
+        torch.testing.assert_close(image[..., 1:], 0.5 * (torch.flip(x[..., 1:], dims=[-1]) + torch.flip(x[..., :-1], dims=[-1])),
+                                   atol=1e-4, rtol=0)
 
 
 def test_rotated_sample_decodes_to_the_rotated_keypoints(batch):
@@ -58,12 +82,20 @@ def test_rotated_sample_decodes_to_the_rotated_keypoints(batch):
     assert angles.abs().max() > 20 and not flip.any()  # it did rotate
     kp = transform_keypoints(batch["kp_crop"], affines, flip)
     target, weight = codec.encode(kp)
-    decoded, _ = codec.decode(target)
+    decoded, _ = codec.decode(target, decoding="quarter")
     used = weight > 0
     assert used.sum() > 40
     # within the heatmap quantisation: the argmax cell +- a quarter cell, i.e. half a stride
     err = (decoded - kp[..., :2]).abs()[used]
     assert err.max() <= codec.stride / 2 + 1e-4
+    # DARK recovers the sub-cell positions (on average far better than the quantisation)
+    dark = (codec.decode(target, decoding="dark")[0] - kp[..., :2]).abs()[used]
+    assert dark.mean() < 0.1 < 0.4 < err.mean()
+    # and SimCC to within half a bin
+    simcc = CODECS["simcc"]
+    t, w = simcc.encode(kp)
+    assert w.sum() > 40
+    assert (simcc.decode(t)[0] - kp[..., :2]).abs()[w > 0].max() <= 0.25 + 1e-4
     # and the keypoints really are rotated: distances between joints are kept, positions are not
     d_before = torch.cdist(batch["kp_crop"][..., :2], batch["kp_crop"][..., :2])
     d_after = torch.cdist(kp[..., :2], kp[..., :2])
@@ -130,16 +162,19 @@ def test_half_body_zooms_onto_the_legs(batch):
 def test_a_joint_the_stored_crop_did_not_show_stays_unsupervised(batch):
     """Zooming out can bring a labeled joint that lay outside the stored crop into view, onto black
     padding: it must not become a target there."""
-    kp, weight = batch["kp_crop"][:4].clone(), batch["target_weight"][:4].clone()
+    kp, in_crop = batch["kp_crop"][:4].clone(), batch["in_crop"][:4].clone()
     kp[:, 0] = torch.tensor([-20.0, 128.0, 2.0])  # left hip labeled, 20 px left of the crop
-    weight[:, 0] = 0  # as the codec stored it
+    in_crop[:, 0] = 0  # as the shards store it
     assert codec.encode(kp)[1][:, 0].eq(0).all()
     cfg = dataclasses.replace(OFF, scale=0.35)
-    supervised = 0
-    for seed in range(40):
-        _, _, w = augment_batch(batch["image"][:4], kp, weight, cfg, codec, seeded_generator(seed, 0))
-        supervised += int(w[:, 0].sum())
-    assert supervised == 0
+    for c in CODECS.values():
+        supervised = 0
+        for seed in range(40):
+            _, moved = augment_batch(batch["image"][:4], kp, in_crop, cfg, c, seeded_generator(seed, 0))
+            w = c.encode(moved)[1]
+            supervised += int(w[:, 0].sum())
+            assert w[:, 1:].sum() > 0  # the other joints still are
+        assert supervised == 0
     # while the same draws do bring it onto the heatmap grid (what the mask is for)
     on_grid = 0
     for seed in range(40):

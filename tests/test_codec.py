@@ -60,8 +60,10 @@ def test_decode_argmax_quarter_shift_and_confidence():
     xy_plain, conf_plain = codec.decode(hm, decoding="argmax")
     np.testing.assert_allclose(xy_plain[0], [[40.0, 80.0], [40.0, 80.0], [40.0, 80.0]])
     np.testing.assert_array_equal(conf_plain, conf)  # the confidence is the peak whatever the refinement
-    # the codec's own decoding (DARK) finds the exact sub-cell positions, even of a scaled heatmap
-    xy_dark, conf_dark = codec.decode(hm)
+    assert codec.decoding == "quarter"  # the default, what the learning benchmark measured best
+    np.testing.assert_array_equal(codec.decode(hm)[0], xy)
+    # DARK finds the exact sub-cell positions, even of a scaled heatmap
+    xy_dark, conf_dark = codec.decode(hm, decoding="dark")
     np.testing.assert_allclose(xy_dark[0], kp[0, :, :2], atol=0.02)
     np.testing.assert_array_equal(conf_dark, conf)
     with pytest.raises(ValueError, match="unknown decoding"):
@@ -79,7 +81,6 @@ def test_dark_decoding_recovers_sub_cell_positions_far_better_than_quarter():
     assert err["dark"].mean() < 0.02 and err["dark"].max() < 0.1
     assert 0.4 < err["quarter"].mean() < 0.6 and err["quarter"].max() <= 1.0 + 1e-3
     assert 0.8 < err["argmax"].mean() < 1.2 and err["argmax"].max() <= 2.0 + 1e-3
-    np.testing.assert_array_equal(codec.decode(hm)[0], codec.decode(hm, decoding="dark")[0])  # the default
     # the same at stride 2, where a cell is 2 crop pixels
     kp2 = random_keypoints(np.random.default_rng(1), 100, (10, 190 - 10), (10, 254 - 10))
     hm2, _ = codec2.encode(kp2)
@@ -89,7 +90,7 @@ def test_dark_decoding_recovers_sub_cell_positions_far_better_than_quarter():
 
 
 def test_dark_falls_back_to_quarter_next_to_the_border():
-    """Within two cells of the border DARK's blur is distorted: the quarter step is used there."""
+    """Within three cells of the border DARK's blur is distorted: the quarter step is used there."""
     kp = np.array([[[1.0, 100.0, 2], [5.3, 120.0, 2], [186.7, 90.0, 2], [100.0, 2.2, 2], [90.0, 253.0, 2],
                     [61.9, 58.6, 2]]], np.float32)
     hm, _ = codec.encode(kp)
@@ -225,11 +226,28 @@ def test_simcc_round_trip_within_half_a_bin():
     err = np.abs(xy - kp[..., :2])
     assert err.max() <= 1 / (2 * simcc.split) + 1e-4
     assert 0.1 < err.mean() < 0.15  # uniform in [0, 0.25]: not exact, the argmax bin
-    assert conf.min() > np.exp(-0.25 / 8) - 1e-6 and conf.max() <= 1  # the smaller peak: at most half a bin off
+    assert 0.7 < conf.min() and conf.max() <= 1  # exact targets: sharp peaks (see the confidence test)
     # a finer split quantises more finely
     fine = SimCCCodec(split=4.0)
     xy4, _ = fine.decode(fine.encode(kp)[0])
     assert np.abs(xy4 - kp[..., :2]).max() <= 1 / 8 + 1e-4
+
+
+def test_simcc_confidence_is_the_softmaxed_peak_next_to_a_targets():
+    """1 for a joint's own target on a bin centre; less half a bin off (a flatter softmax peak);
+    the same for logits shifted by a constant; low for flat or softened outputs."""
+    kp = random_keypoints(np.random.default_rng(5), 20, (5, 185), (5, 250))
+    kp[..., :2] = np.round(kp[..., :2] * 2) / 2  # on bin centres
+    t, _ = simcc.encode(kp)
+    _, conf = simcc.decode(t)
+    np.testing.assert_allclose(conf, 1.0, atol=1e-5)
+    half = kp.copy()
+    half[..., 0] += 0.25  # half a bin off in x only
+    _, conf_half = simcc.decode(simcc.encode(half)[0])
+    assert 0.7 < conf_half.min() and conf_half.max() < 0.8
+    np.testing.assert_allclose(simcc.decode(t + 3.0)[1], conf, atol=1e-5)  # offset-free
+    assert simcc.decode(0.5 * t)[1].max() < 0.5  # a softer peak: less sure
+    assert simcc.decode(np.zeros_like(t))[1].max() < 0.01  # flat: 1/bins of a peak
 
 
 def test_simcc_flip_back_maps_the_flipped_crops_outputs_onto_the_original_joints():
@@ -262,3 +280,17 @@ def test_simcc_loss_is_zero_for_the_targets_and_larger_for_other_outputs():
     noisy[0, :3] = torch.randn(3, 896, generator=torch.Generator().manual_seed(0))
     assert float(simcc.loss(noisy, target, weight)) == pytest.approx(same, abs=1e-6)
     assert float(simcc.loss(torch.zeros_like(target), target, torch.zeros_like(weight))) == 0
+
+
+def test_dark_is_never_worse_than_quarter_anywhere_on_the_grid():
+    """Joints anywhere a target is made (to the very border and just beyond): DARK's error never
+    exceeds the quarter step's worst (1 crop px at stride 4), which the blur near the border would
+    otherwise break."""
+    rng = np.random.default_rng(3)
+    kp = np.concatenate([rng.uniform(-2, 190, (800, 6, 1)), rng.uniform(-2, 254, (800, 6, 1)),
+                         np.full((800, 6, 1), 2.0)], -1).astype(np.float32)
+    hm, w = codec.encode(kp)
+    used = w > 0
+    err = {d: np.abs(codec.decode(hm, decoding=d)[0] - kp[..., :2]).max(-1)[used] for d in ("quarter", "dark")}
+    assert (err["dark"] <= np.maximum(err["quarter"], 1.0) + 1e-3).all()
+    assert err["dark"].mean() < err["quarter"].mean() / 2

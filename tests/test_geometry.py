@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from squatpose import joints
-from squatpose.codec import HeatmapCodec
+from squatpose.codec import HeatmapCodec, SimCCCodec
 from squatpose.coco import person_records
 from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
 from squatpose.imaging import read_image
@@ -63,7 +63,7 @@ def test_keypoint_crop_heatmap_decode_back_to_image_within_quantisation(val_pers
     codec = HeatmapCodec()
     m, kp_crop = crop_persons(val_persons, CropConfig())
     heatmaps, weights = codec.encode(kp_crop)
-    decoded, conf = codec.decode(heatmaps)
+    decoded, conf = codec.decode(heatmaps, decoding="quarter")
     back = apply_affine(invert_affine(m), decoded)
     kp_img = joints.keypoints_from_table(val_persons)
     scale = m[:, 0, 0]  # crop pixels per image pixel
@@ -74,9 +74,22 @@ def test_keypoint_crop_heatmap_decode_back_to_image_within_quantisation(val_pers
     bound = (codec.stride / 4) / scale[:, None, None] + 1e-3
     assert np.all(err[used] <= np.broadcast_to(bound, err.shape)[used])
     # and plain argmax by at most half a heatmap pixel
-    decoded_plain, _ = codec.decode(heatmaps, quarter_shift=False)
+    decoded_plain, _ = codec.decode(heatmaps, decoding="argmax")
     back_plain = apply_affine(invert_affine(m), decoded_plain)
     err_plain = np.abs(back_plain - kp_img[..., :2])
     assert np.all(err_plain[used] <= 2 * np.broadcast_to(bound, err.shape)[used])
     assert err[used].mean() < err_plain[used].mean()
     assert np.all(conf[used] > 0.85)
+    # DARK within the same bound, and on average more than ten times closer
+    decoded_dark, _ = codec.decode(heatmaps, decoding="dark")
+    err_dark = np.abs(apply_affine(invert_affine(m), decoded_dark) - kp_img[..., :2])
+    assert np.all(err_dark[used] <= np.broadcast_to(bound, err.shape)[used])
+    assert err_dark[used].mean() < err[used].mean() / 10
+    # SimCC (split 2): within half a bin = 1/4 crop pixel per axis
+    simcc = SimCCCodec()
+    targets, w_simcc = simcc.encode(kp_crop)
+    used_simcc = w_simcc > 0
+    assert used_simcc.sum() >= used.sum()
+    err_simcc = np.abs(apply_affine(invert_affine(m), simcc.decode(targets)[0]) - kp_img[..., :2])
+    bound_simcc = (1 / (2 * simcc.split)) / scale[:, None, None] + 1e-3
+    assert np.all(err_simcc[used_simcc] <= np.broadcast_to(bound_simcc, err.shape)[used_simcc])

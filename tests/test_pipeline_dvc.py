@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from squatpose.shards import ShardDataset
@@ -136,17 +137,36 @@ def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
     assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
 
 
-def test_a_heatmap_param_reruns_only_the_shards(repo):
+def test_a_codec_param_retrains_without_new_shards_and_a_crop_param_reruns_the_shards(repo):
+    """Shards hold crops and keypoints, no targets: the codec (sigma here) reruns training and
+    evaluation, never the shards; the crop settings rerun the shards (and so the training)."""
+    rows = ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k", "dilated-lower60k",
+            "resnet18_fpn_attn-lower60k"]
+    index = repo / "data" / "shards" / "sample" / "val" / "index.json"
+    before = load_json(index)
+    assert "heatmap" not in before and "codec" not in before
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["heatmap"]["sigma"] = 3.0
+    params["codec"]["sigma"] = 3.0
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = sh(repo, "dvc", "status", "--json").stdout
-    assert sorted(json.loads(status)) == ["shards@train", "shards@val"]
+    assert sorted(json.loads(sh(repo, "dvc", "status", "--json").stdout)) == sorted(f"train@{r}" for r in rows)
+    out = sh(repo, "dvc", "repro", "evaluate@dilated-lower60k").stdout
+    assert "Running stage 'train@dilated-lower60k'" in out and "Running stage 'evaluate@dilated-lower60k'" in out
+    assert "Running stage 'shards@" not in out and "Running stage 'subsets'" not in out
+    assert load_json(index) == before  # the very same shards
+    ckpt = torch.load(repo / "checkpoints" / "dilated-lower60k" / "model.pt", weights_only=True)
+    assert ckpt["meta"]["codec"]["sigma"] == 3.0
+    params["crop"]["padding"] = 1.3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+    # the shards; and from the sigma change, the rows not retrained yet and the report of the
+    # re-evaluated row: no evaluation, no subsets
+    assert sorted(status) == sorted(["shards@train", "shards@val", "report"]
+                                    + [f"train@{r}" for r in rows if r != "dilated-lower60k"])
     out = sh(repo, "dvc", "repro", "shards@train", "shards@val").stdout
     assert "Running stage 'subsets'" not in out and "Running stage 'shards@val'" in out
     # the training rows now read changed shards: DVC knows they are out of date
     assert sum(k.startswith("train@") for k in json.loads(sh(repo, "dvc", "status", "--json").stdout)) == 5
-    assert load_json(repo / "data" / "shards" / "sample" / "val" / "index.json")["heatmap"]["sigma"] == 3.0
+    assert load_json(index)["crop"]["padding"] == 1.3
 
 
 def _own_dataset(root: Path) -> dict[str, str]:

@@ -117,23 +117,31 @@ def test_empty_curve_has_no_reps():
     assert seg.reps == [] and np.isnan(seg.standing_angle)
 
 
-def rep(**extra) -> Rep:
+def rep(view: str = "side", legs: tuple[str, ...] = ("right",), **values) -> Rep:
+    """A rep whose bottom measures are `values` (e.g. right_thigh_angle=(12.0, 2.0): value, +-)."""
+    extra = {"view": view, "legs": list(legs), "confidence_at_bottom": {}}
+    for side in ("left", "right"):
+        for name in ("knee_angle", "thigh_angle", "valgus"):
+            value, unc = values.get(f"{side}_{name}", (None, None))
+            extra[f"{side}_{name}_at_bottom"], extra[f"{side}_{name}_unc_at_bottom"] = value, unc
     return Rep(3, 0, 20, 40, 0.0, 0.66, 1.33, 70.0, 0.66, 0.67, 0, extra)
 
 
 def test_feedback_sentences_say_what_was_seen():
-    assert rep_feedback(rep(thigh_angle_at_bottom=12.0)) == \
-        ["rep 3: above parallel (thigh 12° above horizontal at the bottom)"]
-    assert rep_feedback(rep(thigh_angle_at_bottom=-5.0))[0] == "rep 3: parallel reached (thigh 5° below horizontal)"
-    assert rep_feedback(rep(thigh_angle_at_bottom=-0.2))[0] == "rep 3: parallel reached (thigh 0.2° below horizontal)"
-    assert rep_feedback(rep(thigh_angle_at_bottom=0.3))[0] == \
-        "rep 3: above parallel (thigh 0.3° above horizontal at the bottom)"
+    assert rep_feedback(rep(right_thigh_angle=(12.0, 2.0))) == ["rep 3: above parallel (thigh 12° ±2° above horizontal)"]
+    assert rep_feedback(rep(right_thigh_angle=(-5.0, 1.0)))[0] == "rep 3: parallel reached (thigh 5° ±1° below horizontal)"
+    assert rep_feedback(rep(right_thigh_angle=(-0.2, 0.1)))[0] == \
+        "rep 3: parallel reached (thigh 0.2° ±0.1° below horizontal)"
+    assert rep_feedback(rep(right_thigh_angle=(0.3, 0.1)))[0] == "rep 3: above parallel (thigh 0.3° ±0.1° above horizontal)"
+    assert rep_feedback(rep(right_thigh_angle=(0.3, 1.0)))[0].startswith("rep 3: depth not judged")
     assert rep_feedback(rep())[0].startswith("rep 3: depth unknown")
-    front = rep(view="front", thigh_angle_at_bottom=-2.0, left_valgus_at_bottom=0.15, right_valgus_at_bottom=0.02,
-                left_knee_angle_at_bottom=70.0, right_knee_angle_at_bottom=85.0)
+    front = rep("front", ("left", "right"), left_thigh_angle=(-2.0, 1.0), right_thigh_angle=(-3.0, 1.0),
+                left_valgus=(0.15, 0.02), right_valgus=(0.02, 0.02), left_knee_angle=(70.0, 2.0),
+                right_knee_angle=(85.0, 2.0))
     said = rep_feedback(front)
-    assert "rep 3: left knee caves in at the bottom (15% of leg length inside the hip-ankle line)" in said
-    assert "rep 3: left knee bends 15° more than the other at the bottom" in said
-    assert not any("right knee caves" in s for s in said)
-    fast = Rep(1, 0, 9, 40, 0.0, 0.3, 1.33, 70.0, 0.3, 1.0, 0, {"thigh_angle_at_bottom": -1.0})
+    assert said[0] == "rep 3: parallel reached (thigh 2° ±1° below horizontal)"  # the higher thigh decides
+    assert "rep 3: left knee caves in (15% ±2% of leg length inside the hip-ankle line)" in said
+    assert "rep 3: left knee bends 15° ±3° more than the other at the bottom" in said
+    assert not any("right knee" in s for s in said)
+    fast = Rep(1, 0, 9, 40, 0.0, 0.3, 1.33, 70.0, 0.3, 1.0, 0, rep(right_thigh_angle=(-1.0, 0.5)).extra)
     assert rep_feedback(fast)[-1] == "rep 1: fast descent (0.3 s): control the way down"

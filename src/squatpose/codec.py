@@ -13,7 +13,8 @@ on the grid. Two codecs, chosen by params.yaml `codec.kind` (the model's head fo
   pixel, one for x and one for y; the model outputs their logits side by side, (N, K, Wb + Hb).
   Targets are 1-D Gaussians of `sigma` bins; the loss is the KL divergence of the softmaxed
   outputs to the softmaxed targets (RTMPose's KLDiscretLoss, beta 10). Decoding: the argmax bin
-  / split; confidence: the smaller of the two peaks (about 1 for a trained, sure model).
+  / split; confidence: how sharp the softmaxed peak is next to a target's (1: as sure as the
+  targets), the smaller of x and y.
 
 Every codec: `encode(kp (N, K, 3)) -> (targets, weights (N, K))`, `decode(outputs) -> (kp (N, K, 2),
 confidence (N, K))`, `loss(outputs, targets, weights)`, `flip_back(outputs of mirrored crops)`,
@@ -32,6 +33,9 @@ import torch.nn.functional as F
 from squatpose.config import CodecConfig, CropConfig
 from squatpose.joints import FLIP_INDEX
 from squatpose.loss import JointsMSELoss, kl_discrete_loss
+
+
+DARK_MARGIN = 3  # cells from the border within which DARK falls back to the quarter shift
 
 
 def _gaussian_1d(positions: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
@@ -68,7 +72,7 @@ class HeatmapCodec:
     crop_h: int = 256
     stride: int = 4
     sigma: float = 2.0
-    decoding: str = "dark"
+    decoding: str = "quarter"
 
     @property
     def heatmap_w(self) -> int:
@@ -106,8 +110,8 @@ class HeatmapCodec:
 
         `decoding` (default: the codec's): `argmax`; `quarter`: the argmax moved a quarter cell
         toward the higher neighbour in x and in y; `dark`: the argmax refined by one Newton step on
-        the log of the heatmap blurred by the target's Gaussian (at most one cell; `quarter` within
-        two cells of the border, where the blur is distorted).
+        the log of the heatmap blurred by the target's Gaussian (at most half a cell: the argmax is
+        the nearest cell; `quarter` within DARK_MARGIN cells of the border, where the blur is distorted).
         """
         hm, as_numpy = _as_tensor(heatmaps)
         decoding = decoding or self.decoding
@@ -124,9 +128,10 @@ class HeatmapCodec:
                 return flat.gather(-1, (yy * w + xx)[..., None])[..., 0]
             qx = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * ((xi > 0) & (xi < w - 1))
             qy = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * ((yi > 0) & (yi < h - 1))
-        if decoding == "dark":  # within 2 cells of the border the blur is distorted: quarter there
+        if decoding == "dark":  # near the border the blur is distorted: quarter there
             dx, dy = self._dark_offsets(hm, xi, yi)
-            inner = (xi >= 2) & (xi <= w - 3) & (yi >= 2) & (yi <= h - 3)
+            m = DARK_MARGIN
+            inner = (xi >= m) & (xi <= w - 1 - m) & (yi >= m) & (yi <= h - 1 - m)
             qx, qy = torch.where(inner, dx, qx), torch.where(inner, dy, qy)
         if decoding != "argmax":
             x, y = x + qx, y + qy
@@ -137,12 +142,13 @@ class HeatmapCodec:
 
     def _dark_offsets(self, hm: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> tuple:
         """DARK's sub-cell offsets (N, K) at integer peaks: -H^-1 g of log(blurred heatmap), by
-        central differences; 0 where the peak is not a proper maximum, clamped to +-1 cell."""
+        central differences; 0 where the peak is not a proper maximum, clamped to +-0.5 cell. The
+        blur (the target's Gaussian, radius 2.5 sigma) pads with zeros, as mmpose's does."""
         n, k, h, w = hm.shape
         radius = max(1, math.ceil(2.5 * self.sigma))
         g = _gaussian_1d(torch.tensor(float(radius)), 2 * radius + 1, self.sigma)
         g = (g / g.sum()).view(1, 1, -1)
-        x = F.pad(hm.reshape(n * k, 1, h, w), (radius, radius, radius, radius), mode="replicate")
+        x = F.pad(hm.reshape(n * k, 1, h, w), (radius, radius, radius, radius))
         x = F.conv2d(x, g.view(1, 1, 1, -1))
         x = F.conv2d(x, g.view(1, 1, -1, 1)).reshape(n, k, h, w)
         logs = F.pad(x.clamp_min(1e-10).log().reshape(n * k, 1, h, w), (2, 2, 2, 2), mode="replicate")
@@ -161,7 +167,7 @@ class HeatmapCodec:
         ox = -(dyy * gx - dxy * gy) / safe
         oy = -(dxx * gy - dxy * gx) / safe
         zero = torch.zeros_like(ox)
-        return torch.where(ok, ox, zero).clamp(-1, 1), torch.where(ok, oy, zero).clamp(-1, 1)
+        return torch.where(ok, ox, zero).clamp(-0.5, 0.5), torch.where(ok, oy, zero).clamp(-0.5, 0.5)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Per-joint heatmap MSE times the joint's weight (loss.JointsMSELoss)."""
@@ -225,17 +231,25 @@ class SimCCCodec:
         return outputs[..., :self.bins_x], outputs[..., self.bins_x:]
 
     def decode(self, outputs: torch.Tensor | np.ndarray, decoding: str | None = None) -> tuple:
-        """Keypoints (N, K, 2) in crop pixels (argmax bin / split) and confidence (N, K): the
-        smaller of the x and y peaks, clipped to [0, 1]. `decoding` is accepted for a common call."""
+        """Keypoints (N, K, 2) in crop pixels (argmax bin / split) and confidence (N, K): per axis,
+        the peak of softmax(beta * outputs) over the peak a training target gives (1: as sharp as
+        the targets; the softmax makes it independent of the logits' offset), the smaller of x and
+        y, clipped to [0, 1]. `decoding` is accepted for a common call."""
         out, as_numpy = _as_tensor(outputs)
         vx, vy = self.split_xy(out)
-        cx, ix = vx.max(-1)
-        cy, iy = vy.max(-1)
+        ix, iy = vx.argmax(-1), vy.argmax(-1)
+        cx = torch.softmax(vx * self.beta, -1).amax(-1) / self._target_peak(self.bins_x)
+        cy = torch.softmax(vy * self.beta, -1).amax(-1) / self._target_peak(self.bins_y)
         kp = torch.stack([ix.float(), iy.float()], -1) / self.split
         conf = torch.minimum(cx, cy).clamp(0, 1)
         if as_numpy:
             return kp.numpy(), conf.numpy()
         return kp, conf
+
+    def _target_peak(self, bins: int) -> float:
+        """The peak of softmax(beta * target) for a target centred on the middle bin."""
+        target = _gaussian_1d(torch.tensor(bins / 2.0), bins, self.sigma)
+        return float(torch.softmax(target * self.beta, -1).max())
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """KL divergence of softmax(beta * outputs) to softmax(beta * targets), x and y, per joint."""

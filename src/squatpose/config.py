@@ -59,7 +59,7 @@ class CodecConfig:
     stride: int = 4  # heatmap: crop pixels per heatmap cell (4, or 2 for finer heatmaps)
     split: float = 2.0  # simcc: bins per crop pixel
     sigma: float = 2.0  # the target Gaussian's width in output cells (heatmap cells or simcc bins)
-    decoding: str = "dark"  # heatmap: argmax | quarter (toward the higher neighbour) | dark (Taylor step)
+    decoding: str = "quarter"  # heatmap: argmax | quarter (toward the higher neighbour) | dark (Taylor step)
 
 
 @dataclass(frozen=True)
