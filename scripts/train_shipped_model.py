@@ -11,7 +11,8 @@ again); its files live under $SQUATPOSE_RUNS or ~/.cache/squatpose/runs/shipped-
 the checkout. The resume key covers the training code: run it from a fixed commit (a separate
 `git worktree`) while you edit this one. After training, the model is evaluated on LSPET val
 (`<run>/metrics.json`) and its joint errors are calibrated against its confidence on LSPET val
-(squat/uncertainty.py), stored in the checkpoint's meta for `squatpose analyze`.
+(squat/uncertainty.py), stored in the checkpoint's meta for `squatpose analyze`; `<run>/failures.png`
+shows the val persons whose confident joints are furthest off (docs/MODEL_CARD.md).
 """
 
 import argparse
@@ -20,15 +21,36 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from squatpose.atomic import write_json
+from squatpose.codec import codec_from_meta
 from squatpose.experiments import LSPET, prepare, run_params, runs_dir, shards_for
-from squatpose.evaluate import evaluate_row
+from squatpose.evaluate import evaluate_row, predict
 from squatpose.models import load_checkpoint, save_checkpoint
+from squatpose.shards import ShardDataset
 from squatpose.squat.uncertainty import calibrate_on
+from squatpose.subsets import subset_path
 from squatpose.train import train_row
+from squatpose.viz import keypoint_grid, write_png
 from squatpose.weights import SHIPPED
 
 MAX_BYTES = 10 * 1024 * 1024
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "model-card-failures.png"
+
+
+def failure_figure(model, meta: dict, shards_dir: Path, subsets_dir: Path, path: Path, n: int = 16,
+                   confident: float = 0.3) -> None:
+    """The `n` val persons whose confident joints (the ones an analysis uses) lie furthest from the
+    truth: predictions red, ground truth green."""
+    ds = ShardDataset.from_subset(shards_dir, subset_path(subsets_dir, "val", "full"))
+    pred = predict(model, ds, codec_from_meta(meta))
+    truth = ds.gather("kp_crop")
+    used = (ds.gather("in_crop") > 0) & (pred.confidence >= confident)
+    error = np.where(used, np.linalg.norm(pred.kp_crop - truth[..., :2], axis=-1), 0.0).max(axis=1)
+    worst = np.argsort(-error, kind="stable")[:n]
+    crops = np.stack([np.array(ds.array("images", int(i))) for i in worst])
+    write_png(path, keypoint_grid(crops, pred.kp_crop[worst], truth[worst]))
 
 
 def main() -> None:
@@ -71,6 +93,7 @@ def main() -> None:
             "validated_on": "LSP Extended 7001-8000"}
     calibrated = out / "calibrated.pt"
     save_checkpoint(calibrated, model, meta)
+    failure_figure(model, meta, shards / "val", subsets, out / "failures.png")
     print(f"{calibrated}: LSPET val PCK@0.05 {metrics['pck@0.05']:.3f}, PCK@0.1 {metrics['pck@0.1']:.3f}, "
           f"knee-angle MAE L/R {metrics['knee_angle']['left_mae_deg']:.1f} / {metrics['knee_angle']['right_mae_deg']:.1f} deg")
     if args.install:
@@ -78,6 +101,7 @@ def main() -> None:
             sys.exit(f"error: {calibrated} is {calibrated.stat().st_size / 1e6:.1f} MB, over the 10 MB limit")
         SHIPPED.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(calibrated, SHIPPED)
+        shutil.copyfile(out / "failures.png", FIGURE)
         print(f"installed as {SHIPPED}")
 
 

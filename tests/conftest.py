@@ -86,3 +86,13 @@ def penn_sequence(ids: list[str]) -> tuple[np.ndarray, list[int]]:
 def onnx_cache_in_tmp(tmp_path_factory, monkeypatch):
     """ONNX exports made by tests (and the commands they run) go to a temp dir, not ~/.cache."""
     monkeypatch.setenv("SQUATPOSE_CACHE", str(tmp_path_factory.getbasetemp() / "squatpose-cache"))
+
+
+def claiming_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its frame header (SOF0-2) saying `width` x `height`: a small file whose
+    header claims a huge image, as a decompression bomb does."""
+    for marker in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"):
+        at = jpeg.find(marker)
+        if at > 0:
+            return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
+    raise ValueError("no JPEG frame header")

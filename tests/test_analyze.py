@@ -2,6 +2,7 @@
 tracks, and every kind of bad input."""
 
 import json
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -13,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, SAMPLE, penn_clips, penn_sequence
+from conftest import REPO, SAMPLE, claiming_size, penn_clips, penn_sequence
 from squatpose import cli
 from squatpose.codec import codec_from_meta
+from squatpose.errors import SquatposeError
 from squatpose.models import build, save_checkpoint
 from squatpose.squat.analyze import Settings, Tracked, analyze_tracks
 
@@ -192,6 +194,10 @@ def test_bad_inputs(tmp_path, model_pt):
     jpeg.write_bytes((SAMPLE / "val2017" / "000000000139.jpg").read_bytes()[:4000])
     assert f"{jpeg}: cannot decode image (truncated JPEG" in error_line(
         squatpose("analyze", str(jpeg), "--model", str(model_pt), "--box", BOX))
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(claiming_size((SAMPLE / "val2017" / "000000000139.jpg").read_bytes(), 9000, 9000))
+    assert f"{bomb}: image of 9000x9000 pixels is over the 50-megapixel limit" in error_line(
+        squatpose("analyze", str(bomb), "--model", str(model_pt), "--box", BOX))
     assert "input not found" in error_line(squatpose("analyze", str(tmp_path / "nope.mp4"), "--model",
                                                      str(model_pt), "--box", BOX))
     assert not (tmp_path / "o").exists()
@@ -225,19 +231,31 @@ def test_detector_offline_is_one_line_saying_where_the_weights_go(tmp_path, monk
 
 
 @pytest.mark.slow
-def test_detector_uses_weights_placed_by_hand(tmp_path, monkeypatch):
+def test_detector_uses_weights_placed_by_hand_only_if_their_hash_matches(tmp_path, monkeypatch):
+    import hashlib
+
     from torchvision.models import detection
 
+    from squatpose.squat import boxes
     from squatpose.squat.boxes import PersonDetector
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file",
                         lambda *a, **k: pytest.fail("the detector tried to download"))
-    weights = detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
-    placed = tmp_path / "hub" / "checkpoints" / Path(weights.url).name
-    placed.parent.mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None).state_dict(), placed)
+    weights = tmp_path / "weights.pth"
+    torch.save(detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None).state_dict(), weights)
+    # under the official file name, these (untrained) weights are refused: their hash is not the official one
+    official = tmp_path / "hub" / "checkpoints" / Path(boxes.DETECTOR_URL).name
+    official.parent.mkdir(parents=True)
+    official.write_bytes(weights.read_bytes())
+    with pytest.raises(SquatposeError, match=f"{official}: SHA-256 [0-9a-f]{{8}}... is not that of the"):
+        PersonDetector()
+    official.unlink()
+    # a file whose name carries its own hash prefix (as torchvision's do) is loaded
+    prefix = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
+    monkeypatch.setattr(boxes, "DETECTOR_URL", f"https://example.invalid/{boxes.DETECTOR}-{prefix}.pth")
+    weights.rename(official.with_name(f"{boxes.DETECTOR}-{prefix}.pth"))
     detector = PersonDetector(min_score=0.0)  # untrained weights: accept any score
     frame = cv2.cvtColor(cv2.VideoCapture(str(CLIP)).read()[1], cv2.COLOR_BGR2RGB)
     with torch.no_grad():
@@ -251,25 +269,69 @@ def test_detector_uses_weights_placed_by_hand(tmp_path, monkeypatch):
         assert box is None
 
 
-@pytest.mark.parametrize("stop, message", [(KeyboardInterrupt, "interrupted after 12 frames"),
-                                           (RuntimeError("decoder lost sync"), "stopped at frame 12 (RuntimeError")])
-def test_a_run_stopped_midway_keeps_the_frames_done(tmp_path, model_pt, monkeypatch, stop, message):
+def test_a_run_stopped_midway_by_a_decoder_error_keeps_the_frames_done(tmp_path, model_pt, monkeypatch):
     import squatpose.squat.analyze as analyze_module
     from squatpose.export import load_pose_model
+    from squatpose.squat.boxes import parse_box
 
     real = analyze_module.frames
 
     def twelve_then_stop(source):
         for i, frame in enumerate(real(source)):
             if i == 12:
-                raise stop
+                raise RuntimeError("decoder lost sync")
             yield frame
 
     monkeypatch.setattr(analyze_module, "frames", twelve_then_stop)
-    from squatpose.squat.boxes import parse_box
-
-    result = analyze_module.analyze(CLIP, load_pose_model(model_pt), tmp_path, parse_box(BOX),
+    out = tmp_path / "out"
+    result = analyze_module.analyze(CLIP, load_pose_model(model_pt), out, parse_box(BOX),
                                     settings=Settings(confidence=0.0), progress=False)
-    assert len(result.table) == 12 and any(m.startswith(message) for m in result.summary["messages"])
-    assert len(pd.read_csv(tmp_path / "frames.csv")) == 12
-    assert int(cv2.VideoCapture(str(tmp_path / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert len(result.table) == 12
+    assert any(m.startswith("stopped at frame 12 (RuntimeError") for m in result.summary["messages"])
+    assert len(pd.read_csv(out / "frames.csv")) == 12
+    assert int(cv2.VideoCapture(str(out / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_earlier_complete_result_and_exits_non_zero(tmp_path, model_pt):
+    """A real SIGINT to the command while it tracks: the complete earlier analysis stays byte for
+    byte, the frames done go to <out>-partial, the exit code is 130 and one line says so."""
+    video = tmp_path / "long.mp4"  # the clip five times over: 400 frames, time to interrupt it
+    clip = cv2.VideoCapture(str(CLIP))
+    frames = [f for ok, f in iter(clip.read, (False, None)) if ok]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS, frames[0].shape[1::-1])
+    for f in frames * 5:
+        writer.write(f)
+    writer.release()
+    out = tmp_path / "out"
+    args = ["analyze", str(video), "--model", str(model_pt), "--box", BOX, "--out", str(out)]
+    assert squatpose(*args, "--quiet").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = subprocess.Popen([sys.executable, "-m", "squatpose.cli", *args], stderr=subprocess.PIPE)
+    seen = b""
+    while b"/400 [" not in seen or int(seen.rsplit(b"/400 [", 1)[0].rsplit(b"|", 1)[-1]) < 20:
+        byte = proc.stderr.read(1)
+        assert byte, f"ended before 20 frames: {seen[-300:]!r}"
+        seen += byte
+    proc.send_signal(signal.SIGINT)
+    err = (seen + proc.communicate(timeout=120)[1]).decode()
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: after ") and last.endswith(f"{out}/ is left as it was"), last
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    partial = pd.read_csv(tmp_path / "out-partial" / "frames.csv")
+    assert 20 <= len(partial) < 400
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_out_that_cannot_take_an_analysis_is_refused_before_any_work(tmp_path, model_pt):
+    afile = tmp_path / "report.txt"
+    afile.write_text("mine")
+    assert f"{afile}: --out is a file, not a folder" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--out", str(afile)))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    assert f"{mine}: --out holds files that are not an analysis's (thesis.tex)" in error_line(
+        squatpose("analyze", str(CLIP), "--model", str(model_pt), "--box", BOX, "--out", str(mine)))
+    assert afile.read_text() == "mine" and [p.name for p in mine.iterdir()] == ["thesis.tex"]

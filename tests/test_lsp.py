@@ -115,6 +115,12 @@ def test_cli_errors_are_one_line(tmp_path):
     scipy.io.savemat(tmp_path / "bad.mat", {"joints": np.zeros((14, 2, 5))})
     p = run(str(tmp_path / "bad.mat"), str(tmp_path / "images"), "--out", str(tmp_path / "o"))
     assert p.returncode == 1 and "'joints' is 14x2x5, expected 14 x 3 x N" in p.stderr
+    nan = _lspet_joints(3)
+    nan[4, 0, 1] = np.nan  # x of joint 5 (left knee) of image 2
+    scipy.io.savemat(tmp_path / "nan.mat", {"joints": nan})
+    p = run(str(tmp_path / "nan.mat"), str(tmp_path / "images"), "--out", str(tmp_path / "o"))
+    assert p.returncode == 1 and p.stderr.strip().count("\n") == 0
+    assert "nan.mat: joint 5 of image 2 is not a finite number (1 non-finite values in 'joints')" in p.stderr
     scipy.io.savemat(tmp_path / "ok.mat", {"joints": _lspet_joints(3)})
     p = run(str(tmp_path / "ok.mat"), str(tmp_path / "images"), "--out", str(tmp_path / "o"), "--split", "a=2-9")
     assert p.returncode == 1 and "split a asks for image 9, but joints has 3 rows" in p.stderr

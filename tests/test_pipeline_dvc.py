@@ -48,7 +48,7 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-STAGES = ["download", "subsets", "shards@train", "shards@val", "report"] + [
+STAGES = ["download", "subsets", "shards@train", "shards@val", "reference", "report"] + [
     f"{stage}@{row}" for stage in ("train", "evaluate")
     for row in ("resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k", "dilated-lower60k",
                 "resnet18_fpn_attn-lower60k")]
@@ -76,7 +76,14 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     # the results table: a row per model and subset, metrics that are numbers
     table = pd.read_csv(repo / "metrics" / "results.csv")
     assert table["row"].tolist() == ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k",
-                                     "dilated-lower60k", "resnet18_fpn_attn-lower60k"]
+                                     "dilated-lower60k", "resnet18_fpn_attn-lower60k",
+                                     "shipped (reference, not retrained)"]
+    # the shipped model, evaluated on every val person at its own crop size, beats 1-epoch models
+    reference, trained = table.iloc[-1], table.iloc[:-1]
+    assert reference["subset"] == "full" and reference["val_persons"] == table.loc[1, "val_persons"]
+    assert reference["pck@0.1"] > trained["pck@0.1"].max()
+    assert (repo / "metrics" / "figures" / "reference" / "predictions.png").stat().st_size > 10_000
+    table = trained
     assert table["pck@0.05"].between(0, 1).all() and (table["params (M)"] > 0).all()
     assert table.loc[table["subset"] == "lower60k", "val_persons"].eq(22).all()
     assert "| resnet18-mini | resnet18 | mini |" in (repo / "metrics" / "results.md").read_text()
@@ -89,11 +96,15 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("squatpose").experiment_id])
-    training = [r for r in runs if "evaluation_of" not in r.data.tags]
+    training = [r for r in runs if "evaluation_of" not in r.data.tags and "missing_training_run" not in r.data.tags]
+    assert [r.data.tags["missing_training_run"] for r in runs if "missing_training_run" in r.data.tags] == [
+        torch.load(repo / "src" / "squatpose" / "weights" / "lower_body.pt", weights_only=True)["meta"]
+        .get("mlflow_run_id") or ""]
     evaluations = [r for r in runs if "evaluation_of" in r.data.tags]
     assert sorted(r.data.tags["row"] for r in training) == sorted(table["row"])
     assert all("final.pck_at_0.05" in r.data.metrics and r.info.status == "FINISHED" for r in training)
-    assert sorted(r.data.tags["evaluation_of"] for r in evaluations) == sorted(r.info.run_id for r in training)
+    parents = [r.data.tags["evaluation_of"] for r in evaluations]
+    assert set(r.info.run_id for r in training) < set(parents) and len(parents) == len(training) + 1
     plots = sh(repo, "dvc", "plots", "show", "-o", "plots_out")
     assert (repo / "plots_out" / "index.html").is_file(), plots.stdout
 
@@ -212,3 +223,24 @@ def test_own_coco_format_data_in_one_command(repo, tmp_path):
         "(needs left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle) "
         "(params.yaml: data.val_annotations)"]
     assert load_json(repo / "metrics" / "subsets.json") == counts
+
+
+def test_a_failing_stage_keeps_its_last_good_outputs(repo):
+    metrics = repo / "metrics"
+    outputs = [metrics / "results.md", metrics / "results.csv", metrics / "metrics.json", metrics / "reference.json",
+               metrics / "rows" / "dilated-lower60k.json", metrics / "figures" / "dilated-lower60k" / "predictions.png",
+               metrics / "figures" / "reference" / "predictions.png"]
+    before = {p: p.read_bytes() for p in outputs}
+    original = (repo / "params.yaml").read_text()
+    try:
+        for key, value, message in [("evaluate", {"batch_size": 0}, "evaluate.batch_size must be at least 1"),
+                                    ("model", "mobilenet", "model is 'mobilenet', but no row trains it")]:
+            params = yaml.safe_load(original)
+            params[key] = {**params[key], **value} if isinstance(value, dict) else value
+            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            failed = sh(repo, "dvc", "repro", check=False)
+            assert failed.returncode != 0 and message in failed.stdout + failed.stderr
+            assert {p: p.read_bytes() for p in outputs} == before
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout

@@ -23,7 +23,7 @@ from squatpose.geometry import invert_affine, warp
 from squatpose.imaging import MEAN, STD, read_image
 from squatpose.shards import ShardDataset, crop_persons, write_shards
 from squatpose.subsets import lower
-from tests.conftest import REPO, SAMPLE, ann_path
+from tests.conftest import REPO, SAMPLE, ann_path, claiming_size
 
 CROP = CropConfig()
 
@@ -189,6 +189,21 @@ def test_truncated_jpeg_is_refused(tmp_path):
         read_image(cut)
     with pytest.raises(ImageError, match="image not found"):
         read_image(tmp_path / "none.jpg")
+
+
+def test_image_whose_header_claims_a_huge_size_is_refused_before_decoding(tmp_path):
+    src = next((SAMPLE / "val2017").iterdir())
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(claiming_size(src.read_bytes(), 9000, 9000))
+    assert bomb.stat().st_size < 300_000
+    with pytest.raises(ImageError, match="bomb.jpg: image of 9000x9000 pixels is over the 50-megapixel limit"):
+        read_image(bomb)
+    bomb.write_bytes(claiming_size(src.read_bytes(), 20000, 20000))
+    with pytest.raises(ImageError, match="bomb.jpg: image header claims over 179 megapixels, over the 50-megapixel"):
+        read_image(bomb)
+    ok = tmp_path / "ok.jpg"
+    ok.write_bytes(claiming_size(src.read_bytes(), *read_image(src).shape[1::-1]))  # its true size: decodes
+    assert read_image(ok).shape == read_image(src).shape
 
 
 def test_undecodable_image_is_skipped_and_counted(tmp_path, sample_copy):

@@ -113,7 +113,7 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "model.pt").exists()
-    done = torch.load(out / "last.pt", weights_only=False)["epoch"] + 1
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"] + 1
     assert 1 <= done < 4
     resumed = train_row("r", params, data / "shards", data / "subsets", out, progress=False, track=False)
     a, meta_a = load_checkpoint(straight)
@@ -241,7 +241,7 @@ def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
                   progress=False, track=False)
-    assert torch.load(tmp_path / "o" / "last.pt", weights_only=False)["epoch"] == 0
+    assert torch.load(tmp_path / "o" / "last.pt", weights_only=True)["epoch"] == 0
     monkeypatch.setattr(train_module, "write_history", real_write)
     monkeypatch.setattr(train_module, "source_hash", lambda *m: "edited loss.py")
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
@@ -253,6 +253,54 @@ def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeyp
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
         train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", progress=False, track=False)
     assert "already trained" in caplog.text
+
+
+def test_damaged_resume_checkpoint_is_set_aside_and_training_starts_afresh(data, tmp_path, monkeypatch, caplog):
+    import logging
+    import squatpose.train as train_module
+
+    params = params_from_dict(make_params(tmp_path, epochs=2))
+    real_write = train_module.write_history
+
+    def crash_in_epoch_two(path, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_write(path, history)
+
+    monkeypatch.setattr(train_module, "write_history", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
+                  progress=False, track=False)
+    last = tmp_path / "o" / "last.pt"
+    damaged = last.read_bytes()[: last.stat().st_size // 2]  # a disk that filled up mid-write
+    last.write_bytes(damaged)
+    monkeypatch.setattr(train_module, "write_history", real_write)
+    with caplog.at_level(logging.INFO, logger="squatpose.train"):
+        final = train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
+                          progress=False, track=False)
+    assert "cannot be read" in caplog.text and "moved to last.pt.damaged" in caplog.text
+    assert "resuming" not in caplog.text
+    assert (tmp_path / "o" / "last.pt.damaged").read_bytes() == damaged
+    assert load_checkpoint(final)[1]["epochs_run"] == 2
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_previous_model(data, tmp_path, monkeypatch):
+    import squatpose.train as train_module
+
+    good = train_row("r", params_from_dict(make_params(tmp_path, epochs=1)), data / "shards", data / "subsets",
+                     tmp_path / "o", progress=False, track=False)
+    before = good.read_bytes()
+    real_step = train_module.train_step
+
+    def nan_keypoint(net, optimizer, scaler, batch, *args):  # what a NaN in an annotation gives
+        batch["kp_crop"][0, 0, 0] = float("nan")
+        return real_step(net, optimizer, scaler, batch, *args)
+
+    monkeypatch.setattr(train_module, "train_step", nan_keypoint)
+    with pytest.raises(SquatposeError, match="row r: training loss is not finite in epoch 1"):
+        train_row("r", params_from_dict(make_params(tmp_path, epochs=2)), data / "shards", data / "subsets",
+                  tmp_path / "o", progress=False, track=False)
+    assert good.read_bytes() == before and not (tmp_path / "o" / "last.pt").exists()
 
 
 def test_failed_run_is_marked_failed_in_mlflow(data, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from squatpose import __version__
-from squatpose.errors import SquatposeError
+from squatpose.errors import Interrupted, SquatposeError
 
 
 def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -15,6 +15,9 @@ def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         return fn(*args, **kwargs)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(130)
     except SquatposeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

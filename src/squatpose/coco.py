@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pycocotools.coco import COCO
 
 from squatpose import joints
 from squatpose.errors import AnnotationError
+from squatpose.imaging import MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,22 @@ def _is_int(x: object) -> bool:
 
 
 def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A finite int or float (JSON's NaN and Infinity are not numbers here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _inside(file_name: str) -> bool:
+    """A relative path that stays inside the image folder (no absolute path, no `..`)."""
+    p = Path(file_name)
+    return bool(file_name) and not p.is_absolute() and ".." not in p.parts and not file_name.startswith("\\")
+
+
+MAX_COORD = 1e6  # pixels: a bbox or keypoint number beyond this is corrupt, not a real image
 
 
 def _is_number_list(x: object, n: int) -> bool:
-    return isinstance(x, list) and len(x) == n and all(_is_number(v) for v in x)
+    """A list of `n` finite numbers within +-MAX_COORD."""
+    return isinstance(x, list) and len(x) == n and all(_is_number(v) and abs(v) <= MAX_COORD for v in x)
 
 
 def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
@@ -100,6 +113,11 @@ def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
               and _is_number(img.get("width")) and _is_number(img.get("height")))
         _require(ok, path, f"image {img.get('id') if isinstance(img, dict) else img!r} needs an "
                            "integer id, a file_name string and numeric width and height")
+        where = f"image {img['id']}"
+        _require(img["width"] >= 1 and img["height"] >= 1 and img["width"] * img["height"] <= MAX_PIXELS, path,
+                 f"{where}: size {img['width']}x{img['height']} is not between 1x1 and {MAX_PIXELS / 1e6:g} megapixels")
+        _require(_inside(img["file_name"]), path,
+                 f"{where}: file_name {img['file_name']!r} leaves the image folder (absolute or '..')")
     image_ids = [img["id"] for img in data["images"]]
     _require(len(set(image_ids)) == len(image_ids), path, "image ids are not unique")
     image_ids = set(image_ids)
@@ -111,11 +129,14 @@ def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
         ann_ids.add(ann["id"])
         _require(_is_int(ann.get("category_id")), path, f"{where}: no integer category_id")
         _require(ann.get("image_id") in image_ids, path, f"{where}: image_id not in 'images'")
-        _require(_is_number_list(ann.get("bbox"), 4), path, f"{where}: bbox is not 4 numbers")
+        _require(_is_number_list(ann.get("bbox"), 4), path, f"{where}: bbox is not 4 finite numbers within +-1e6")
         ann.setdefault("iscrowd", 0)
         if ann["category_id"] == person_id:
             _require(_is_number_list(ann.get("keypoints"), 3 * len(names)), path,
-                     f"{where}: keypoints is not {len(names)} x (x, y, v)")
+                     f"{where}: keypoints is not {len(names)} x (x, y, v) finite numbers within +-1e6")
+            if "area" in ann:
+                _require(_is_number(ann["area"]) and 0 <= ann["area"] <= MAX_COORD ** 2, path,
+                         f"{where}: area is not a finite number between 0 and 1e12")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines

@@ -23,3 +23,7 @@ class ConfigError(SquatposeError):
 
 class ShardError(SquatposeError):
     """A shard set is missing, incomplete or does not match what is asked of it."""
+
+
+class Interrupted(SquatposeError):
+    """The user stopped a run (Ctrl-C); the message says what was kept. Exit code 130."""

@@ -54,6 +54,11 @@ def read_lsp_joints(mat_path: str | Path) -> tuple[np.ndarray, str]:
     else:
         raise AnnotationError(f"{mat_path}: 'joints' is {'x'.join(map(str, j.shape))}, "
                               "expected 14 x 3 x N (LSP Extended) or 3 x 14 x N (LSP)")
+    bad = np.argwhere(~np.isfinite(j))
+    if len(bad):
+        n, joint, _ = bad[0]
+        raise AnnotationError(f"{mat_path}: joint {joint + 1} of image {n + 1} is not a finite number "
+                              f"({len(bad)} non-finite values in 'joints')")
     out = j.copy()
     out[..., 2] = v
     out[v == 0, :2] = 0

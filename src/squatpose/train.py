@@ -6,6 +6,7 @@ seeded by (seed, epoch), so on a CPU a resumed run ends with the same weights as
 never interrupted.
 """
 
+import contextlib
 import copy
 import csv
 import logging
@@ -168,8 +169,8 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
         return final
-    if resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
+    state = _resume_state(last, device) if resume and last.is_file() else None
+    if state is not None:
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -218,6 +219,10 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                     bar.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
             if world > 1:
                 dist.all_reduce(loss_sum)
+            if not torch.isfinite(loss_sum[0]).item():
+                raise SquatposeError(f"row {row_name}: training loss is not finite in epoch {epoch + 1} (a NaN or "
+                                     "infinite number in the data, or a learning rate too high); stopped, "
+                                     f"{final.name} and {last.name} are those of before")
             seconds = time.perf_counter() - t0
             elapsed += seconds
             if main:
@@ -290,6 +295,20 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 mlflow.end_run()
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _resume_state(last: Path, device: torch.device) -> dict | None:
+    """The resume checkpoint (plain types only: it cannot run code), or None when it is damaged,
+    then set aside as `last.pt.damaged` with a warning: training starts afresh."""
+    try:
+        return torch.load(last, map_location=device, weights_only=True)
+    except Exception as e:
+        aside = last.with_name(last.name + ".damaged")
+        with contextlib.suppress(FileNotFoundError):  # another rank moved it first
+            last.replace(aside)
+        log.warning("%s: cannot be read (%s); moved to %s, training starts afresh", last,
+                    str(e).splitlines()[0][:200], aside.name)
+        return None
 
 
 def _meta_of(checkpoint: Path) -> dict:

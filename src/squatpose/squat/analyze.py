@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from squatpose.angles import LEGS, leg_length
-from squatpose.errors import SquatposeError
+from squatpose.errors import Interrupted, SquatposeError
 from squatpose.export import PoseModel
 from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
 from squatpose.joints import NAMES
@@ -51,6 +51,7 @@ class Tracked:
     boxes: np.ndarray  # (T, 4) x, y, w, h
     crop_scale: np.ndarray  # (T,) image pixels per crop pixel
     messages: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped by Ctrl-C: the frames cover only part of the input
 
 
 def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: PersonDetector | None,
@@ -61,7 +62,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
     codec, crop = model.codec, model.crop
     follower: BoxFollower | None = None
     kps, confs, boxes, scales, messages = [], [], [], [], []
-    unseen, stopped = 0, False
+    unseen, stopped, interrupted = 0, False, False
     reacquire = max(1, int(settings.reacquire_s * (source.fps or 1)))
     total = source.frame_count if max_frames is None else min(max_frames, source.frame_count)
     bar = tqdm(total=total, unit="frame", disable=not progress or source.kind == "image", desc=source.path.name)
@@ -96,7 +97,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
             scales.append(size[0, 0] / crop.width)
             bar.update()
     except KeyboardInterrupt:
-        stopped = True
+        stopped = interrupted = True
         messages.append(f"interrupted after {len(kps)} frames: the results cover those")
     except SquatposeError:  # no person, or a bad box, on the first frame
         raise
@@ -114,7 +115,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
                         f"{source.frame_count}")
     shape = (len(kps), len(NAMES))
     return Tracked(np.array(kps, np.float64).reshape(*shape, 2), np.array(confs, np.float64).reshape(shape),
-                   np.array(boxes, np.float64).reshape(-1, 4), np.array(scales, np.float64), messages)
+                   np.array(boxes, np.float64).reshape(-1, 4), np.array(scales, np.float64), messages, interrupted)
 
 
 @dataclass
@@ -277,9 +278,11 @@ def analyze(input_path: str | Path, model: PoseModel, out_dir: str | Path, box: 
             progress: bool = True, source: Source | None = None) -> Analysis:
     """The whole command: read, track, analyse, write. Raises `SquatposeError` when nothing could
     be analysed; otherwise the outputs are written, with what went wrong in the summary."""
-    from squatpose.squat.outputs import write_outputs
+    from squatpose.squat.outputs import check_out, write_outputs
 
     source = source or open_source(input_path)
+    out_dir = Path(out_dir)
+    check_out(out_dir)  # before minutes of work, not after
     if box is not None:
         check_box(box, source.width, source.height, f"--box for {source.path}")
     elif detector is None:
@@ -307,5 +310,11 @@ def analyze(input_path: str | Path, model: PoseModel, out_dir: str | Path, box: 
         **s,
         "messages": notes,
     }
-    write_outputs(source, result, Path(out_dir), progress)
-    return result
+    if not tracked.interrupted:
+        write_outputs(source, result, out_dir, progress)
+        return result
+    partial = out_dir.with_name(out_dir.name + "-partial")
+    check_out(partial)
+    write_outputs(source, result, partial, progress)
+    raise Interrupted(f"after {len(tracked.kp)} of {source.frame_count} frames: the analysis of those is in "
+                      f"{partial}/; {out_dir}/ is left as it was")

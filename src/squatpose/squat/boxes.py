@@ -1,6 +1,7 @@
 """The person box in every frame: given (`--box`) or detected on the first frame, then following
 the joints; a COCO-pretrained torchvision detector finds the person again after it was lost."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,8 @@ import numpy as np
 from squatpose.errors import SquatposeError
 
 DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"  # torchvision's lightest COCO person detector with FPN
+# torchvision's file name carries the first 8 hex digits of the file's SHA-256: checked before loading
+DETECTOR_URL = "https://download.pytorch.org/models/fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth"
 MIN_INSIDE = 0.5  # a given box must have at least this fraction of its area inside the frame
 
 
@@ -81,13 +84,19 @@ class PersonDetector:
         import torchvision
         from torchvision.models import detection
 
-        weights = detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        try:
-            state = torch.hub.load_state_dict_from_url(weights.url, progress=False, map_location="cpu")
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(DETECTOR_URL).name
+        expected = torch.hub.HASH_REGEX.search(cached.name).group(1)
+        if cached.is_file():  # placed by hand, or an earlier download: the right file?
+            digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+            if not digest.startswith(expected):
+                raise SquatposeError(f"{cached}: SHA-256 {digest[:8]}... is not that of the {DETECTOR} weights "
+                                     f"({expected}...); replace it with {DETECTOR_URL}")
+        try:  # a download is checked against the same hash; either way only tensors are unpickled
+            state = torch.hub.load_state_dict_from_url(DETECTOR_URL, progress=False, map_location="cpu",
+                                                       check_hash=True, weights_only=True)
         except Exception as e:  # URLError, timeouts, a cut-off download
             raise SquatposeError(
-                f"person detector weights not available ({type(e).__name__}): put {weights.url} at "
+                f"person detector weights not available ({type(e).__name__}): put {DETECTOR_URL} at "
                 f"{cached} (or set TORCH_HOME), or give the person box with --box x,y,w,h") from None
         self.model = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
         try:

@@ -1,7 +1,9 @@
 """What `squatpose analyze` writes into --out: frames.csv, knee_angle.png, the overlay
 (overlay.mp4 for a video, overlay.png for an image) and, last, summary.json listing them.
-Each file appears whole or not at all; a failed overlay is a message in the summary, not a loss."""
+The folder is replaced whole or not at all; a failed overlay is a message in the summary, not a loss."""
 
+import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from squatpose.angles import LEGS
-from squatpose.atomic import atomic_path, write_json
+from squatpose.atomic import write_json
 from squatpose.errors import SquatposeError
 from squatpose.joints import NAMES
 from squatpose.squat.video import Source, VideoOut, frames
@@ -21,14 +23,52 @@ if TYPE_CHECKING:
     from squatpose.squat.analyze import Analysis
 
 
+OUTPUT_NAMES = ("frames.csv", "knee_angle.png", "overlay.mp4", "overlay.png", "summary.json")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot take an analysis: a file, a folder holding other files (it
+    is replaced whole), or a place that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise SquatposeError(f"{out}: --out is a file, not a folder")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES)
+        if other:
+            raise SquatposeError(f"{out}: --out holds files that are not an analysis's ({', '.join(other[:3])}); "
+                                 "it would be replaced whole: give a new or an earlier analysis's folder")
+    parent = next(p for p in out.absolute().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SquatposeError(f"{out}: cannot write there ({parent} is not a writable folder)")
+
+
 def write_outputs(source: Source, result: "Analysis", out: Path, progress: bool = True) -> None:
-    """All outputs of one analysis."""
-    out.mkdir(parents=True, exist_ok=True)
+    """All outputs of one analysis, written into a temporary folder beside `out` and swapped in
+    whole: a run that fails or is stopped midway leaves `out` as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.writing-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _write_all(source, result, staging, progress)
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        moved = out.exists()
+        if moved:
+            out.rename(old)
+        try:
+            staging.rename(out)
+        except BaseException:
+            if moved:
+                old.rename(out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_all(source: Source, result: "Analysis", out: Path, progress: bool) -> None:
     table, summary, seg = result.table, result.summary, result.segmentation
     overlay = "overlay.png" if source.kind == "image" else "overlay.mp4"
-    (out / ("overlay.mp4" if source.kind == "image" else "overlay.png")).unlink(missing_ok=True)  # an older run's
-    with atomic_path(out / "frames.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.3f")
+    table.to_csv(out / "frames.csv", index=False, float_format="%.3f")
     t = table["time_s"].to_numpy()
     curves = {f"{side} knee": (table[f"knee_angle_{side}_raw"].to_numpy(), table[f"knee_angle_{side}"].to_numpy(),
                                table[f"knee_angle_{side}_unc"].to_numpy()) for side in summary["legs_reported"]}

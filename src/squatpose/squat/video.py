@@ -12,7 +12,7 @@ import cv2  # noqa: E402 (reads the variable above)
 import numpy as np  # noqa: E402
 
 from squatpose.errors import SquatposeError
-from squatpose.imaging import read_image
+from squatpose.imaging import MAX_PIXELS, read_image
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ def open_source(path: str | Path) -> Source:
     try:
         if not cap.isOpened():
             raise SquatposeError(f"{path}: not an image or a video OpenCV can read")
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_PIXELS:
+            raise SquatposeError(f"{path}: video frames of {width}x{height} pixels are over the "
+                                 f"{MAX_PIXELS / 1e6:g}-megapixel limit")
         ok, frame = cap.read()
         if not ok or frame is None:
             raise SquatposeError(f"{path}: video has no frames that can be decoded")
