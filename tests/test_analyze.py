@@ -307,7 +307,10 @@ def test_ctrl_c_keeps_the_earlier_complete_result_and_exits_non_zero(tmp_path, m
     args = ["analyze", str(video), "--model", str(model_pt), "--box", BOX, "--out", str(out)]
     assert squatpose(*args, "--quiet").returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "squatpose.cli", *args], stderr=subprocess.PIPE)
+    # SIGINT back to its default in the child: a shell that starts the test run in the background
+    # (CI, nohup ... &) ignores it, and Python would then never raise KeyboardInterrupt
+    proc = subprocess.Popen([sys.executable, "-m", "squatpose.cli", *args], stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     while b"/400 [" not in seen or int(seen.rsplit(b"/400 [", 1)[0].rsplit(b"|", 1)[-1]) < 20:
         byte = proc.stderr.read(1)

@@ -82,3 +82,12 @@ def test_analyze_defaults_to_the_shipped_model_and_gives_angles_with_their_uncer
     assert (unc[angle.notna()] > 0).all() and unc[angle.isna()].isna().all()
     # a deep squat is never called "above parallel"
     assert not any("above parallel" in line for line in summary["feedback"])
+
+
+@pytest.mark.slow
+def test_export_defaults_to_the_shipped_model(tmp_path):
+    out = tmp_path / "shipped.onnx"
+    run = subprocess.run([sys.executable, "-m", "squatpose.cli", "export", "--out", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"{out}: ONNX export of {SHIPPED}" in run.stdout and out.stat().st_size > 100_000
