@@ -225,24 +225,30 @@ def test_best_epoch_is_kept_and_early_stop_follows_its_rule(data, tmp_path, monk
     assert model_fingerprint(traj, params, "r") != model_fingerprint(traj, other, "r")
 
 
+def interrupt_in_epoch_two(params, data: Path, out: Path, history: Path, monkeypatch) -> None:
+    """Train 2 epochs, stopped by Ctrl-C in the second (after epoch 1's last.pt)."""
+    import squatpose.train as train_module
+
+    real_write = train_module.write_history
+
+    def crash_in_epoch_two(path, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt
+        real_write(path, rows)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "write_history", crash_in_epoch_two)
+        with pytest.raises(KeyboardInterrupt):
+            train_row("r", params, data / "shards", data / "subsets", out, history, progress=False, track=False)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+
+
 def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeypatch, caplog):
     import logging
     import squatpose.train as train_module
 
     params = params_from_dict(make_params(tmp_path, epochs=2))
-    real_write = train_module.write_history
-
-    def crash_in_epoch_two(path, history):
-        if len(history) == 2:
-            raise KeyboardInterrupt
-        real_write(path, history)
-
-    monkeypatch.setattr(train_module, "write_history", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
-                  progress=False, track=False)
-    assert torch.load(tmp_path / "o" / "last.pt", weights_only=True)["epoch"] == 0
-    monkeypatch.setattr(train_module, "write_history", real_write)
+    interrupt_in_epoch_two(params, data, tmp_path / "o", tmp_path / "h.csv", monkeypatch)
     monkeypatch.setattr(train_module, "source_hash", lambda *m: "edited loss.py")
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
         train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
@@ -257,24 +263,12 @@ def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeyp
 
 def test_damaged_resume_checkpoint_is_set_aside_and_training_starts_afresh(data, tmp_path, monkeypatch, caplog):
     import logging
-    import squatpose.train as train_module
 
     params = params_from_dict(make_params(tmp_path, epochs=2))
-    real_write = train_module.write_history
-
-    def crash_in_epoch_two(path, history):
-        if len(history) == 2:
-            raise KeyboardInterrupt
-        real_write(path, history)
-
-    monkeypatch.setattr(train_module, "write_history", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
-                  progress=False, track=False)
+    interrupt_in_epoch_two(params, data, tmp_path / "o", tmp_path / "h.csv", monkeypatch)
     last = tmp_path / "o" / "last.pt"
     damaged = last.read_bytes()[: last.stat().st_size // 2]  # a disk that filled up mid-write
     last.write_bytes(damaged)
-    monkeypatch.setattr(train_module, "write_history", real_write)
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
         final = train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
                           progress=False, track=False)

@@ -5,6 +5,7 @@ frames --boxes--> crops --model--> heatmaps (or SimCC logits) --codec--> joints 
   --reps--> repetitions --feedback--> sentences;  written by `outputs.write_outputs` into --out.
 """
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -281,7 +282,7 @@ def analyze(input_path: str | Path, model: PoseModel, out_dir: str | Path, box: 
     from squatpose.squat.outputs import check_out, write_outputs
 
     source = source or open_source(input_path)
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # `--out .` has a name to swap, too
     check_out(out_dir)  # before minutes of work, not after
     if box is not None:
         check_box(box, source.width, source.height, f"--box for {source.path}")
