@@ -130,6 +130,27 @@ def test_an_architectures_hyperparameter_retrains_only_its_rows(repo):
         (repo / "params.yaml").write_text(original)
 
 
+def test_a_failing_stage_keeps_its_last_good_outputs(repo):
+    metrics = repo / "metrics"
+    outputs = [metrics / "results.md", metrics / "results.csv", metrics / "metrics.json", metrics / "reference.json",
+               metrics / "rows" / "dilated-lower60k.json", metrics / "figures" / "dilated-lower60k" / "predictions.png",
+               metrics / "figures" / "reference" / "predictions.png"]
+    before = {p: p.read_bytes() for p in outputs}
+    original = (repo / "params.yaml").read_text()
+    try:
+        for key, value, message in [("evaluate", {"batch_size": 0}, "evaluate.batch_size must be at least 1"),
+                                    ("model", "mobilenet", "model is 'mobilenet', but no row trains it")]:
+            params = yaml.safe_load(original)
+            params[key] = {**params[key], **value} if isinstance(value, dict) else value
+            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            failed = sh(repo, "dvc", "repro", check=False)
+            assert failed.returncode != 0 and message in failed.stdout + failed.stderr
+            assert {p: p.read_bytes() for p in outputs} == before
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
+
+
 def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
     ann = ann_path(repo / "data" / "sample", "val")
     good = ann.read_bytes()
@@ -224,24 +245,3 @@ def test_own_coco_format_data_in_one_command(repo, tmp_path):
         "(needs left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle) "
         "(params.yaml: data.val_annotations)"]
     assert load_json(repo / "metrics" / "subsets.json") == counts
-
-
-def test_a_failing_stage_keeps_its_last_good_outputs(repo):
-    metrics = repo / "metrics"
-    outputs = [metrics / "results.md", metrics / "results.csv", metrics / "metrics.json", metrics / "reference.json",
-               metrics / "rows" / "dilated-lower60k.json", metrics / "figures" / "dilated-lower60k" / "predictions.png",
-               metrics / "figures" / "reference" / "predictions.png"]
-    before = {p: p.read_bytes() for p in outputs}
-    original = (repo / "params.yaml").read_text()
-    try:
-        for key, value, message in [("evaluate", {"batch_size": 0}, "evaluate.batch_size must be at least 1"),
-                                    ("model", "mobilenet", "model is 'mobilenet', but no row trains it")]:
-            params = yaml.safe_load(original)
-            params[key] = {**params[key], **value} if isinstance(value, dict) else value
-            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            failed = sh(repo, "dvc", "repro", check=False)
-            assert failed.returncode != 0 and message in failed.stdout + failed.stderr
-            assert {p: p.read_bytes() for p in outputs} == before
-    finally:
-        (repo / "params.yaml").write_text(original)
-    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
