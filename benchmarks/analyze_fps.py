@@ -22,7 +22,8 @@ import torch
 
 from squatpose.codec import codec_from_meta
 from squatpose.config import load_params
-from squatpose.export import export_onnx, load_pose_model
+from squatpose.export import export_onnx
+from squatpose.pose_model import load_pose_model
 from squatpose.models import ARCHITECTURES, build, count_macs, save_checkpoint
 from squatpose.squat.analyze import Settings, track
 from squatpose.squat.video import Source, open_source

@@ -36,7 +36,7 @@ from squatpose import joints
 from squatpose.atomic import atomic_path, write_json
 from squatpose.codec import make_codec
 from squatpose.config import Params
-from squatpose.evaluate import evaluate_row
+from squatpose.evaluate import evaluate_row, validator
 from squatpose.experiments import LSPET, REPO, prepare, run_params, shards_for
 from squatpose.models import build, load_checkpoint
 from squatpose.shards import ShardDataset
@@ -112,7 +112,7 @@ def run_one(args, out: Path, images: Path, name: str, plan: dict, subsets: Path)
         write_json(out / "plan.json", plan)
     params = candidate_params(args, out, images, name, plan[name]["epochs"])
     ckpt = train_row(name, params, shards, subsets, out / "checkpoints" / name, out / "history" / f"{name}.csv",
-                     progress=not args.quiet)
+                     progress=not args.quiet, validate=validator(params))
     net, meta = load_checkpoint(ckpt)
     metrics = evaluate_row(name, params, net, meta, shards / "val", subsets, out / "figures" / name)
     entry = {"row": name, "model": params.row(name).model, "crop": f"{params.crop.width}x{params.crop.height}",

@@ -90,7 +90,7 @@ def main() -> None:
             ("JPEG decode + crop + encode", timed(jpeg, n, args.repeats))]
     base = rows[-1][1]
     print(f"{n} persons of {args.split}, 1 thread, best of {args.repeats}\n")
-    print(f"| path | samples/s | vs JPEG |\n|---|---:|---:|")
+    print("| path | samples/s | vs JPEG |\n|---|---:|---:|")
     for name, rate in rows:
         print(f"| {name} | {rate:,.0f} | {rate / base:.1f}x |")
 

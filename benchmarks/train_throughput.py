@@ -13,7 +13,7 @@ import torch
 
 from squatpose.loss import JointsMSELoss
 from squatpose.models import ARCHITECTURES, build, count_macs, count_params
-from squatpose.train import pick_device
+from squatpose.device import pick_device
 
 
 def throughput(name: str, batch: int, steps: int, device: torch.device, amp: bool) -> float:

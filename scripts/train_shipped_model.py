@@ -26,7 +26,7 @@ import numpy as np
 from squatpose.atomic import write_json
 from squatpose.codec import codec_from_meta
 from squatpose.experiments import LSPET, prepare, run_params, runs_dir, shards_for
-from squatpose.evaluate import evaluate_row, predict
+from squatpose.evaluate import evaluate_row, validator, predict
 from squatpose.models import load_checkpoint, save_checkpoint
 from squatpose.shards import ShardDataset
 from squatpose.squat.uncertainty import calibrate_on
@@ -84,7 +84,7 @@ def main() -> None:
     shards = shards_for(out, params)
     subsets = out / "subsets"
     ckpt = train_row(row, params, shards, subsets, out / "checkpoints" / row, out / "history" / f"{row}.csv",
-                     progress=not args.quiet)
+                     progress=not args.quiet, validate=validator(params))
     model, meta = load_checkpoint(ckpt)
     metrics = evaluate_row(row, params, model, meta, shards / "val", subsets, out / "figures")
     write_json(out / "metrics.json", metrics)

@@ -3,7 +3,7 @@
 import argparse
 
 from squatpose import download
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import load_params
 
 

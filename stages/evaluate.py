@@ -4,12 +4,12 @@ import argparse
 from dataclasses import asdict
 
 from squatpose import tracking
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import load_params
 from squatpose.atomic import write_json
 from squatpose.evaluate import evaluate_row
 from squatpose.models import load_checkpoint
-from squatpose.train import pick_device
+from squatpose.device import pick_device
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from squatpose import tracking
 from squatpose.atomic import write_json
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import CropConfig, RowConfig, load_params
 from squatpose.evaluate import evaluate_row
 from squatpose.models import load_checkpoint

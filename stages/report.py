@@ -2,7 +2,7 @@
 
 import argparse
 
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import load_params
 from squatpose.report import to_markdown, write_report
 

@@ -4,7 +4,7 @@ import argparse
 
 import pandas as pd
 
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import load_params
 from squatpose.shards import write_shards
 from squatpose.subsets import subset_path

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import load_params
 from squatpose.subsets import write_subsets
 

@@ -2,8 +2,9 @@
 
 import argparse
 
-from squatpose.cli import guarded
+from squatpose.errors import guarded
 from squatpose.config import load_params
+from squatpose.evaluate import validator
 from squatpose.train import train_row
 
 
@@ -16,7 +17,8 @@ def main() -> None:
     parser.add_argument("--history", help="CSV of per-epoch losses and val PCK (a DVC plot)")
     parser.add_argument("--fresh", action="store_true", help="ignore a resumable last.pt and start over")
     args = parser.parse_args()
-    train_row(args.row, load_params(), args.shards, args.subsets, args.out, args.history,
+    params = load_params()
+    train_row(args.row, params, args.shards, args.subsets, args.out, args.history, validate=validator(params),
               resume=not args.fresh)
 
 

@@ -96,3 +96,13 @@ def claiming_size(jpeg: bytes, width: int, height: int) -> bytes:
         if at > 0:
             return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
     raise ValueError("no JPEG frame header")
+
+
+def at_bottom(view: str = "side", legs: tuple[str, ...] = ("right",), confidence: dict | None = None,
+              **values: tuple[float | None, float | None]):
+    """Bottom-of-rep measures: `values` such as right_thigh_angle=(12.0, 2.0) (value, +-); the rest unknown."""
+    from squatpose.squat.reps import MEASURES, AtBottom, Measured
+
+    measured = {name: {side: Measured(*values.get(f"{side}_{name}", (None, None))) for side in ("left", "right")}
+                for name in MEASURES}
+    return AtBottom(view, list(legs), **measured, confidence=confidence or {})

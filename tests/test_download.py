@@ -2,7 +2,6 @@
 
 import dataclasses
 import io
-import json
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

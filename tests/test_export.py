@@ -11,7 +11,8 @@ from conftest import SAMPLE
 from squatpose.codec import HeatmapCodec, SimCCCodec, codec_from_meta
 from squatpose.config import CodecConfig
 from squatpose.errors import SquatposeError
-from squatpose.export import AGREEMENT, export_onnx, file_sha256, load_pose_model
+from squatpose.export import AGREEMENT, export_onnx, file_sha256
+from squatpose.pose_model import load_pose_model
 from squatpose.imaging import crops_to_tensor, read_image
 from squatpose.models import ARCHITECTURES, build, save_checkpoint
 from squatpose.models.heads import SimCCHead
@@ -69,6 +70,7 @@ def test_onnx_agrees_with_pytorch_on_real_crops(tmp_path, name):
     assert onnx.meta["row"] == f"{name}-test"
 
 
+@pytest.mark.slow
 def test_onnx_agrees_with_pytorch_for_a_simcc_model(tmp_path):
     pt = checkpoint(tmp_path, "dilated", SIMCC_META)
     diff = export_onnx(pt, tmp_path / "model.onnx")
@@ -89,6 +91,7 @@ def test_onnx_agrees_with_pytorch_for_a_simcc_model(tmp_path):
     assert np.median(np.abs(kp_a - kp_b)) == 0
 
 
+@pytest.mark.slow
 def test_onnx_backend_exports_a_checkpoint_once_and_reuses_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SQUATPOSE_CACHE", str(tmp_path / "cache"))
     pt = checkpoint(tmp_path, "dilated")

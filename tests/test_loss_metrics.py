@@ -126,7 +126,7 @@ def test_ground_truth_targets_decoded_score_pck_one_and_ap_one(val_shards, codec
     # exact targets are sure: heatmap peaks within half a cell of the joint, exp(-(0.5² + 0.5²) / 8) > 0.9;
     # SimCC peaks as sharp as a target's up to half a bin off a bin centre (> 0.7)
     assert conf_in[used].min() > (0.7 if codec_name == "simcc" else 0.9)
-    m = accuracy(Predictions(kp_in, conf_in, 0.0, np.zeros(0)), ds_in, sub)
+    m = accuracy(Predictions(kp_in, conf_in, 0.0, np.zeros(0)), ds_in)
     assert m["pck@0.05"] == 1.0 and m["pck@0.1"] == 1.0
     assert all(v == 1.0 for v in m["pck@0.05_joints"].values())
     assert m["ap"] == pytest.approx(1.0)
@@ -193,7 +193,7 @@ def test_predict_with_flip_test_on_a_perfect_model(val_shards, codec_name):
     bound, mean = BOUNDS[codec_name]
     assert err_plain.max() <= bound + 1e-4 and err_flip.max() <= 1.5 * bound
     assert err_plain.mean() < mean and err_flip.mean() < mean
-    assert accuracy(flipped, ds, sub)["pck@0.05"] == 1.0
+    assert accuracy(flipped, ds)["pck@0.05"] == 1.0
     assert plain.loss < 1e-6  # the oracle's outputs are the targets
     assert flipped.loss == pytest.approx(plain.loss)  # the loss is of the plain outputs
     height, width = (codec.bins_y, codec.bins_x) if codec_name == "simcc" else codec.output_shape

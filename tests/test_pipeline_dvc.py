@@ -45,7 +45,21 @@ def repo(tmp_path_factory) -> Path:
     sh(repo, "dvc", "config", "core.analytics", "false")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    FIRST_REPRO["stdout"] = sh(repo, "dvc", "repro").stdout
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced")
     return repo
+
+
+FIRST_REPRO: dict[str, str] = {}
+
+
+@pytest.fixture
+def work(repo, tmp_path) -> Path:
+    """A copy of the reproduced repository for one test to change: no test sees another's edits."""
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy
 
 
 STAGES = ["download", "subsets", "shards@train", "shards@val", "reference", "report"] + [
@@ -55,9 +69,8 @@ STAGES = ["download", "subsets", "shards@train", "shards@val", "reference", "rep
 
 
 def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
-    first = sh(repo, "dvc", "repro")
     for stage in STAGES:
-        assert f"Running stage '{stage}'" in first.stdout
+        assert f"Running stage '{stage}'" in FIRST_REPRO["stdout"]
     assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
     second = sh(repo, "dvc", "repro")
     assert "Running stage" not in second.stdout
@@ -109,95 +122,95 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(repo):
     assert (repo / "plots_out" / "index.html").is_file(), plots.stdout
 
 
-def test_exp_run_switches_the_headline_model_without_retraining(repo):
-    out = sh(repo, "dvc", "exp", "run", "-S", "model=dilated").stdout
+def test_exp_run_switches_the_headline_model_without_retraining(work):
+    out = sh(work, "dvc", "exp", "run", "-S", "model=dilated").stdout
     assert "Running stage 'report'" in out
     assert "Running stage 'train" not in out and "Running stage 'evaluate" not in out
-    assert load_json(repo / "metrics" / "metrics.json")["row"] == "dilated-lower60k"
-    shown = sh(repo, "dvc", "exp", "show", "--json").stdout
+    assert load_json(work / "metrics" / "metrics.json")["row"] == "dilated-lower60k"
+    shown = sh(work, "dvc", "exp", "show", "--json").stdout
     assert "dilated-lower60k" in shown
 
 
-def test_an_architectures_hyperparameter_retrains_only_its_rows(repo):
-    original = (repo / "params.yaml").read_text()
+def test_an_architectures_hyperparameter_retrains_only_its_rows(work):
+    original = (work / "params.yaml").read_text()
     params = yaml.safe_load(original)
     params["models"]["dilated"]["epochs"] = 20
     params["train"]["workers"] = 2  # not a weight-changing setting: retrains nothing
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        assert sorted(json.loads(sh(repo, "dvc", "status", "--json").stdout)) == ["train@dilated-lower60k"]
+        assert sorted(json.loads(sh(work, "dvc", "status", "--json").stdout)) == ["train@dilated-lower60k"]
     finally:
-        (repo / "params.yaml").write_text(original)
+        (work / "params.yaml").write_text(original)
 
 
-def test_a_failing_stage_keeps_its_last_good_outputs(repo):
-    metrics = repo / "metrics"
+def test_a_failing_stage_keeps_its_last_good_outputs(work):
+    metrics = work / "metrics"
     outputs = [metrics / "results.md", metrics / "results.csv", metrics / "metrics.json", metrics / "reference.json",
                metrics / "rows" / "dilated-lower60k.json", metrics / "figures" / "dilated-lower60k" / "predictions.png",
                metrics / "figures" / "reference" / "predictions.png"]
     before = {p: p.read_bytes() for p in outputs}
-    original = (repo / "params.yaml").read_text()
+    original = (work / "params.yaml").read_text()
     try:
         for key, value, message in [("evaluate", {"batch_size": 0}, "evaluate.batch_size must be at least 1"),
                                     ("model", "mobilenet", "model is 'mobilenet', but no row trains it")]:
             params = yaml.safe_load(original)
             params[key] = {**params[key], **value} if isinstance(value, dict) else value
-            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            failed = sh(repo, "dvc", "repro", check=False)
+            (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            failed = sh(work, "dvc", "repro", check=False)
             assert failed.returncode != 0 and message in failed.stdout + failed.stderr
             assert {p: p.read_bytes() for p in outputs} == before
     finally:
-        (repo / "params.yaml").write_text(original)
-    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
+        (work / "params.yaml").write_text(original)
+    assert "Data and pipelines are up to date." in sh(work, "dvc", "status").stdout
 
 
-def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(repo):
-    ann = ann_path(repo / "data" / "sample", "val")
+def test_bad_annotation_stops_with_one_line_and_keeps_finished_outputs(work):
+    ann = ann_path(work / "data" / "sample", "val")
     good = ann.read_bytes()
-    before = {p.name: p.read_bytes() for p in (repo / "data" / "subsets" / "sample").iterdir()}
+    before = {p.name: p.read_bytes() for p in (work / "data" / "subsets" / "sample").iterdir()}
     ann.write_text('{"images": []}')
-    proc = sh(repo, "dvc", "repro", check=False)
+    proc = sh(work, "dvc", "repro", check=False)
     assert proc.returncode != 0
     errors = [l for l in proc.stderr.splitlines() + proc.stdout.splitlines() if l.startswith("error:")]
     assert errors == ["error: data/raw/sample/annotations/person_keypoints_val2017.json: "
                       "not COCO keypoints: missing list 'annotations'"]
     assert "Traceback" not in proc.stderr
-    assert {p.name: p.read_bytes() for p in (repo / "data" / "subsets" / "sample").iterdir()} == before
-    assert (repo / "metrics" / "subsets.json").exists()
+    assert {p.name: p.read_bytes() for p in (work / "data" / "subsets" / "sample").iterdir()} == before
+    assert (work / "metrics" / "subsets.json").exists()
     ann.write_bytes(good)
-    sh(repo, "dvc", "repro")
-    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
+    sh(work, "dvc", "repro")
+    assert "Data and pipelines are up to date." in sh(work, "dvc", "status").stdout
 
 
-def test_a_codec_param_retrains_without_new_shards_and_a_crop_param_reruns_the_shards(repo):
+def test_a_codec_param_retrains_without_new_shards_and_a_crop_param_reruns_the_shards(work):
     """Shards hold crops and keypoints, no targets: the codec (sigma here) reruns training and
     evaluation, never the shards; the crop settings rerun the shards (and so the training)."""
     rows = ["resnet18-mini", "resnet18_fpn-full", "resnet18_fpn-lower60k", "dilated-lower60k",
             "resnet18_fpn_attn-lower60k"]
-    index = repo / "data" / "shards" / "sample" / "val" / "index.json"
+    index = work / "data" / "shards" / "sample" / "val" / "index.json"
     before = load_json(index)
     assert "heatmap" not in before and "codec" not in before
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = yaml.safe_load((work / "params.yaml").read_text())
     params["codec"]["sigma"] = 3.0
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert sorted(json.loads(sh(repo, "dvc", "status", "--json").stdout)) == sorted(f"train@{r}" for r in rows)
-    out = sh(repo, "dvc", "repro", "evaluate@dilated-lower60k").stdout
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert sorted(json.loads(sh(work, "dvc", "status", "--json").stdout)) == sorted(f"train@{r}" for r in rows)
+    out = sh(work, "dvc", "repro", "evaluate@dilated-lower60k").stdout
     assert "Running stage 'train@dilated-lower60k'" in out and "Running stage 'evaluate@dilated-lower60k'" in out
     assert "Running stage 'shards@" not in out and "Running stage 'subsets'" not in out
     assert load_json(index) == before  # the very same shards
-    ckpt = torch.load(repo / "checkpoints" / "dilated-lower60k" / "model.pt", weights_only=True)
+    ckpt = torch.load(work / "checkpoints" / "dilated-lower60k" / "model.pt", weights_only=True)
     assert ckpt["meta"]["codec"]["sigma"] == 3.0
     params["crop"]["padding"] = 1.3
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(sh(work, "dvc", "status", "--json").stdout)
     # the shards; and from the sigma change, the rows not retrained yet and the report of the
     # re-evaluated row: no evaluation, no subsets
     assert sorted(status) == sorted(["shards@train", "shards@val", "report"]
                                     + [f"train@{r}" for r in rows if r != "dilated-lower60k"])
-    out = sh(repo, "dvc", "repro", "shards@train", "shards@val").stdout
+    out = sh(work, "dvc", "repro", "shards@train", "shards@val").stdout
     assert "Running stage 'subsets'" not in out and "Running stage 'shards@val'" in out
     # the training rows now read changed shards: DVC knows they are out of date
-    assert sum(k.startswith("train@") for k in json.loads(sh(repo, "dvc", "status", "--json").stdout)) == 5
+    assert sum(k.startswith("train@") for k in json.loads(sh(work, "dvc", "status", "--json").stdout)) == 5
     assert load_json(index)["crop"]["padding"] == 1.3
 
 
@@ -220,28 +233,28 @@ def _own_dataset(root: Path) -> dict[str, str]:
     return paths
 
 
-def test_own_coco_format_data_in_one_command(repo, tmp_path):
+def test_own_coco_format_data_in_one_command(work, tmp_path):
     """README: `dvc exp run -S data.source=coco_dir -S data.train_annotations=... ...` trains every row
     on a COCO-format dataset that lives outside the repository; a broken file stops with one line."""
     paths = _own_dataset(tmp_path)
     args = ["-S", "data.source=coco_dir"] + [a for k, v in paths.items() for a in ("-S", f"{k}={v}")]
-    out = sh(repo, "dvc", "exp", "run", *args).stdout
+    out = sh(work, "dvc", "exp", "run", *args).stdout
     assert "Running stage 'train@dilated-lower60k'" in out and "Running stage 'report'" in out
-    counts = load_json(repo / "metrics" / "subsets.json")
+    counts = load_json(work / "metrics" / "subsets.json")
     for split in ("train", "val"):
-        raw = raw_counts(load_json(ann_path(repo / "data" / "sample", split)))
+        raw = raw_counts(load_json(ann_path(work / "data" / "sample", split)))
         assert counts[split]["full"] == raw["full"] and counts[split]["lower60k"] == raw["lower60k"]
-    table = pd.read_parquet(repo / "data" / "subsets" / "coco_dir" / "val-full.parquet")
+    table = pd.read_parquet(work / "data" / "subsets" / "coco_dir" / "val-full.parquet")
     assert table["image_path"].str.startswith(str(tmp_path / "photos-val")).all()
-    rows = pd.read_csv(repo / "metrics" / "results.csv")["row"].tolist()
+    rows = pd.read_csv(work / "metrics" / "results.csv")["row"].tolist()
     assert len(rows) == 6 and rows[-1] == "shipped (reference, not retrained)"  # 5 trained rows and the reference
     # edited labels are seen (the annotation files are DVC dependencies)
     labels = Path(paths["data.val_annotations"])
     labels.write_text(labels.read_text().replace('"left_ankle"', '"ankle_l"', 1))
-    proc = sh(repo, "dvc", "exp", "run", *args, check=False)
+    proc = sh(work, "dvc", "exp", "run", *args, check=False)
     errors = [l for l in (proc.stderr + proc.stdout).splitlines() if l.startswith("error:")]
     assert proc.returncode != 0 and errors == [
         f"error: {labels}: not COCO keypoints: categories: 'person' keypoints lack left_ankle "
         "(needs left_hip, right_hip, left_knee, right_knee, left_ankle, right_ankle) "
         "(params.yaml: data.val_annotations)"]
-    assert load_json(repo / "metrics" / "subsets.json") == counts
+    assert load_json(work / "metrics" / "subsets.json") == counts

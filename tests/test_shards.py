@@ -13,7 +13,7 @@ import torch
 
 from squatpose import joints
 from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
-from squatpose.coco import person_records
+from squatpose.coco import bboxes_from_table, person_records
 from squatpose.config import CropConfig
 from pathlib import Path
 
@@ -47,10 +47,11 @@ def test_index_and_shard_layout(val_shards, val_table):
     assert [s["samples"] for s in index["shards"]] == [16, 16, 16, 3]
     assert sorted(p.name for p in out.iterdir()) == ["index.json"] + [f"shard-{k:05d}" for k in range(4)]
     # no targets: one shard set serves every codec
-    assert index["format_version"] == 2 and index["crop"] == {"width": 192, "height": 256, "padding": 1.25}
+    assert index["format_version"] == 3 and index["crop"] == {"width": 192, "height": 256, "padding": 1.25}
     assert "heatmap" not in index and "codec" not in index
     assert sorted(p.name for p in (out / "shard-00000").iterdir()) == [
-        "ann_ids.npy", "crop_to_image.npy", "images.npy", "in_crop.npy", "kp_crop.npy", "meta.json"]
+        "ann_ids.npy", "areas.npy", "bboxes.npy", "crop_to_image.npy", "image_ids.npy", "images.npy", "in_crop.npy",
+        "keypoints.npy", "kp_crop.npy", "meta.json"]
 
 
 def test_every_stored_sample_equals_the_jpeg_path(val_shards, val_table):
@@ -70,6 +71,11 @@ def test_every_stored_sample_equals_the_jpeg_path(val_shards, val_table):
         assert ds.array("in_crop", i).dtype == np.float32
         np.testing.assert_array_equal(ds.array("kp_crop", i), kp_crop[i])
         np.testing.assert_allclose(ds.array("crop_to_image", i), invert_affine(m[i:i + 1])[0])
+    # what evaluation scores against, so it never re-reads the subset table
+    np.testing.assert_array_equal(ds.gather("keypoints"), joints.keypoints_from_table(val_table))
+    np.testing.assert_array_equal(ds.gather("bboxes"), bboxes_from_table(val_table))
+    np.testing.assert_array_equal(ds.gather("areas"), val_table["area"].to_numpy())
+    np.testing.assert_array_equal(ds.gather("image_ids"), val_table["image_id"].to_numpy())
     expect_kp = kp_crop.copy()
     expect_kp[..., 2] *= inside
     for codec in (HeatmapCodec(), HeatmapCodec(stride=2), SimCCCodec()):
@@ -175,7 +181,7 @@ def test_a_code_change_rebuilds_every_shard(tmp_path, val_table, monkeypatch):
     out = tmp_path / "s"
     write_shards(val_table, out, CROP, shard_size=32, workers=1, progress=False)
     before = {p.name: p.stat().st_ino for p in out.glob("shard-*")}
-    monkeypatch.setattr(shards, "code_hash", lambda: "edited geometry.py")
+    monkeypatch.setattr(shards, "shard_code", lambda: "edited geometry.py")
     write_shards(val_table, out, CROP, shard_size=32, workers=1, progress=False)
     after = {p.name: p.stat().st_ino for p in out.glob("shard-*")}
     assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import penn_clips, penn_sequence
+from conftest import at_bottom, penn_clips, penn_sequence
 from squatpose.squat import kinematics, tracks
 from squatpose.squat.feedback import rep_feedback
 from squatpose.squat.reps import Rep, RepSettings, bridge_gaps, segment_reps
@@ -119,12 +119,7 @@ def test_empty_curve_has_no_reps():
 
 def rep(view: str = "side", legs: tuple[str, ...] = ("right",), **values) -> Rep:
     """A rep whose bottom measures are `values` (e.g. right_thigh_angle=(12.0, 2.0): value, +-)."""
-    extra = {"view": view, "legs": list(legs), "confidence_at_bottom": {}}
-    for side in ("left", "right"):
-        for name in ("knee_angle", "thigh_angle", "valgus"):
-            value, unc = values.get(f"{side}_{name}", (None, None))
-            extra[f"{side}_{name}_at_bottom"], extra[f"{side}_{name}_unc_at_bottom"] = value, unc
-    return Rep(3, 0, 20, 40, 0.0, 0.66, 1.33, 70.0, 0.66, 0.67, 0, extra)
+    return Rep(3, 0, 20, 40, 0.0, 0.66, 1.33, 70.0, 0.66, 0.67, 0, at_bottom(view, legs, **values))
 
 
 def test_feedback_sentences_say_what_was_seen():
@@ -143,5 +138,5 @@ def test_feedback_sentences_say_what_was_seen():
     assert "rep 3: left knee caves in (15% ±2% of leg length inside the hip-ankle line)" in said
     assert "rep 3: left knee bends 15° ±3° more than the other at the bottom" in said
     assert not any("right knee" in s for s in said)
-    fast = Rep(1, 0, 9, 40, 0.0, 0.3, 1.33, 70.0, 0.3, 1.0, 0, rep(right_thigh_angle=(-1.0, 0.5)).extra)
+    fast = Rep(1, 0, 9, 40, 0.0, 0.3, 1.33, 70.0, 0.3, 1.0, 0, rep(right_thigh_angle=(-1.0, 0.5)).at_bottom)
     assert rep_feedback(fast)[-1] == "rep 1: fast descent (0.3 s): control the way down"

@@ -18,7 +18,7 @@ import yaml
 from squatpose.codec import HeatmapCodec, SimCCCodec
 from squatpose.config import SubsetsConfig, params_from_dict
 from squatpose.errors import SquatposeError
-from squatpose.evaluate import Predictions, accuracy, evaluate_row
+from squatpose.evaluate import Predictions, accuracy, evaluate_row, validate
 from squatpose.models import ARCHITECTURES, build, load_checkpoint
 from squatpose.models.heads import SimCCHead
 from squatpose.shards import ShardDataset, write_shards
@@ -26,9 +26,6 @@ from squatpose.subsets import subset_path, write_subsets
 from squatpose.train import train_row, train_step
 from squatpose.config import CropConfig
 from tests.conftest import REPO, SAMPLE
-
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
@@ -59,6 +56,8 @@ CODECS = {"heatmap-s4": HeatmapCodec(), "heatmap-s2": HeatmapCodec(stride=2), "s
 
 # mobilenet is left out: from scratch at 192x256 it takes over an hour of this CPU to fit 4 crops
 # (its learning on real data is in benchmarks/learn_lspet.py; test_models checks its shapes)
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # resnet18 from scratch: about 10 minutes on 2 busy cores
 @pytest.mark.parametrize("name, codec_name", [(n, "heatmap-s4") for n in ARCHITECTURES if n != "mobilenet"]
                          + [("dilated", "heatmap-s2"), ("dilated", "simcc")])
 def test_overfit_one_batch_of_real_crops(name, codec_name, data):
@@ -83,27 +82,29 @@ def test_overfit_one_batch_of_real_crops(name, codec_name, data):
             with torch.no_grad():
                 out = model(batch["image"])
             kp, conf = codec.decode(out.numpy())
-            m = accuracy(Predictions(kp, conf, 0.0, np.zeros(0)), ds, table)
+            m = accuracy(Predictions(kp, conf, 0.0, np.zeros(0)), ds)
             if m["pck@0.05"] == 1.0 and loss.item() < 0.05 * first:
                 break
     assert m["pck@0.05"] == 1.0, f"{name}: PCK@0.05 {m['pck@0.05']} after {step} steps"
     assert loss.item() < 0.05 * first, f"{name}: loss {loss.item():.2e} from {first:.2e}"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     """With augmentation, a cosine schedule with warm-up and best-epoch selection: all resume exactly."""
     raw = make_params(tmp_path, epochs=4, row={"augment": True}, arch={"lr_schedule": "cosine", "warmup_iters": 3})
     params = params_from_dict(raw)
     straight = train_row("r", params, data / "shards", data / "subsets", tmp_path / "straight",
-                         progress=False, track=False)
+                         progress=False, track=False, validate=validate)
     out = tmp_path / "killed"
     driver = textwrap.dedent(f"""
         import yaml
         from squatpose.config import params_from_dict
+        from squatpose.evaluate import validate
         from squatpose.train import train_row
         params = params_from_dict(yaml.safe_load(open({str(tmp_path / 'params.yaml')!r})))
         train_row("r", params, {str(data / 'shards')!r}, {str(data / 'subsets')!r}, {str(out)!r},
-                  progress=False, track=False)
+                  progress=False, track=False, validate=validate)
     """)
     proc = subprocess.Popen([sys.executable, "-c", driver])
     deadline = time.time() + 120
@@ -113,9 +114,9 @@ def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "model.pt").exists()
-    done = torch.load(out / "last.pt", weights_only=True)["epoch"] + 1
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
     assert 1 <= done < 4
-    resumed = train_row("r", params, data / "shards", data / "subsets", out, progress=False, track=False)
+    resumed = train_row("r", params, data / "shards", data / "subsets", out, progress=False, track=False, validate=validate)
     a, meta_a = load_checkpoint(straight)
     b, meta_b = load_checkpoint(resumed)
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -136,7 +137,7 @@ def test_a_simcc_row_trains_and_evaluates_with_its_codec(data, tmp_path):
     raw = make_params(tmp_path, epochs=1)
     raw["codec"] = {"kind": "simcc", "split": 2.0, "sigma": 2.0}
     params = params_from_dict(raw)
-    ckpt = train_row("r", params, data / "shards", data / "subsets", tmp_path / "simcc", progress=False, track=False)
+    ckpt = train_row("r", params, data / "shards", data / "subsets", tmp_path / "simcc", progress=False, track=False, validate=validate)
     model, meta = load_checkpoint(ckpt)
     assert isinstance(model.head, SimCCHead)
     assert meta["codec"] == {"kind": "simcc", "stride": 4, "split": 2.0, "sigma": 2.0, "decoding": "quarter"}
@@ -192,24 +193,27 @@ def test_lr_schedules():
     assert [lr_factor(warm, 0, i) for i in (0, 50, 100, 500)] == pytest.approx([1e-3, 0.5005, 1, 1])
 
 
+@pytest.mark.slow
 def test_best_epoch_is_kept_and_early_stop_follows_its_rule(data, tmp_path, monkeypatch):
     """model.pt holds the weights of the best val PCK@0.05 epoch (the same weights as a run that
     ended at that epoch), and training stops once `early_stop` epochs bring nothing better.
     The val PCK sequence is scripted so that the rule must fire: best at epoch 2, stop after 4."""
-    import squatpose.train as train_module
-
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.5, 0.6])
-    monkeypatch.setattr(train_module, "accuracy", lambda *a, **k: {"pck@0.05": next(scripted)})
+
+    def scripted_validate(model, ds, codec, device):
+        return validate(model, ds, codec, device)[0], next(scripted)
+
     arch = {"lr_schedule": "constant", "lr": 0.003}
     params = params_from_dict(make_params(tmp_path, epochs=6, arch={**arch, "early_stop": 2}))
-    ckpt = train_row("r", params, data / "shards", data / "subsets", tmp_path / "long", progress=False, track=False)
+    ckpt = train_row("r", params, data / "shards", data / "subsets", tmp_path / "long", progress=False, track=False,
+                     validate=scripted_validate)
     model, meta = load_checkpoint(ckpt)
     assert [h["val_pck@0.05"] for h in meta["history"]] == [0.1, 0.3, 0.2, 0.25]
     assert meta["kept_epoch"] == 2 and meta["epochs_run"] == 4 and meta["stopped_early"]
     monkeypatch.undo()
     short = params_from_dict(make_params(tmp_path, epochs=2, arch=arch, select_best=False))
     ref, ref_meta = load_checkpoint(train_row("r", short, data / "shards", data / "subsets", tmp_path / "short",
-                                              progress=False, track=False))
+                                              progress=False, track=False, validate=validate))
     assert ref_meta["kept_epoch"] == 2 and not ref_meta["stopped_early"]
     for (k, x), y in zip(model.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(x, y), k
@@ -239,28 +243,30 @@ def interrupt_in_epoch_two(params, data: Path, out: Path, history: Path, monkeyp
     with monkeypatch.context() as m:
         m.setattr(train_module, "write_history", crash_in_epoch_two)
         with pytest.raises(KeyboardInterrupt):
-            train_row("r", params, data / "shards", data / "subsets", out, history, progress=False, track=False)
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+            train_row("r", params, data / "shards", data / "subsets", out, history, progress=False, track=False, validate=validate)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_interrupted_run_with_changed_code_starts_afresh(data, tmp_path, monkeypatch, caplog):
     import logging
     import squatpose.train as train_module
 
     params = params_from_dict(make_params(tmp_path, epochs=2))
     interrupt_in_epoch_two(params, data, tmp_path / "o", tmp_path / "h.csv", monkeypatch)
-    monkeypatch.setattr(train_module, "source_hash", lambda *m: "edited loss.py")
+    monkeypatch.setattr(train_module, "code_of_row", lambda model: "edited loss.py")
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
         train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
-                  progress=False, track=False)
+                  progress=False, track=False, validate=validate)
     assert "starting afresh" in caplog.text and "resuming" not in caplog.text
     # and a finished model.pt of the same inputs is kept, not trained again
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
-        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", progress=False, track=False)
+        train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", progress=False, track=False, validate=validate)
     assert "already trained" in caplog.text
 
 
+@pytest.mark.slow
 def test_damaged_resume_checkpoint_is_set_aside_and_training_starts_afresh(data, tmp_path, monkeypatch, caplog):
     import logging
 
@@ -271,7 +277,7 @@ def test_damaged_resume_checkpoint_is_set_aside_and_training_starts_afresh(data,
     last.write_bytes(damaged)
     with caplog.at_level(logging.INFO, logger="squatpose.train"):
         final = train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
-                          progress=False, track=False)
+                          progress=False, track=False, validate=validate)
     assert "cannot be read" in caplog.text and "moved to last.pt.damaged" in caplog.text
     assert "resuming" not in caplog.text
     assert (tmp_path / "o" / "last.pt.damaged").read_bytes() == damaged
@@ -282,7 +288,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_previous_model(data, tmp_p
     import squatpose.train as train_module
 
     good = train_row("r", params_from_dict(make_params(tmp_path, epochs=1)), data / "shards", data / "subsets",
-                     tmp_path / "o", progress=False, track=False)
+                     tmp_path / "o", progress=False, track=False, validate=validate)
     before = good.read_bytes()
     real_step = train_module.train_step
 
@@ -293,10 +299,11 @@ def test_non_finite_loss_stops_training_and_keeps_the_previous_model(data, tmp_p
     monkeypatch.setattr(train_module, "train_step", nan_keypoint)
     with pytest.raises(SquatposeError, match="row r: training loss is not finite in epoch 1"):
         train_row("r", params_from_dict(make_params(tmp_path, epochs=2)), data / "shards", data / "subsets",
-                  tmp_path / "o", progress=False, track=False)
+                  tmp_path / "o", progress=False, track=False, validate=validate)
     assert good.read_bytes() == before and not (tmp_path / "o" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_failed_run_is_marked_failed_in_mlflow(data, tmp_path, monkeypatch):
     import squatpose.train as train_module
     from mlflow.tracking import MlflowClient
@@ -310,12 +317,13 @@ def test_failed_run_is_marked_failed_in_mlflow(data, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "write_history", broken)
     with pytest.raises(RuntimeError):
         train_row("r", params, data / "shards", data / "subsets", tmp_path / "o", tmp_path / "h.csv",
-                  progress=False)
+                  progress=False, validate=validate)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("squatpose").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_end_with_identical_weights(data, tmp_path):
     make_params(tmp_path, epochs=1)
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -339,9 +347,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_mlflow_server_shows_the_run(data, tmp_path):
     """Train and evaluate through the stage scripts, then read the run back from `mlflow server`."""
     make_params(tmp_path, epochs=2)
+    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                                       check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("add", "params.yaml")
+    git("commit", "-q", "-m", "the experiment")
+    commit = git("rev-parse", "HEAD")  # the run is tagged with the commit it ran at
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     env.pop("MLFLOW_TRACKING_URI", None)  # params.yaml's store, as in a fresh shell
     run = lambda *args: subprocess.run([sys.executable, *args], cwd=tmp_path, env=env,
@@ -379,7 +394,7 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
         assert r.data.tags["latest_evaluation"] == child.info.run_id
         assert r.info.status == "FINISHED"
         assert r.data.tags["model"] == "dilated" and r.data.tags["subset"] == "lower60k"
-        assert r.data.tags["git_commit"] != ""
+        assert r.data.tags["git_commit"] == commit
         assert r.data.params["model.epochs"] == "2" and r.data.params["train.seed"] == "0"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")] == [1, 2]
         assert [m.step for m in client.get_metric_history(r.info.run_id, "lr")] == [1, 2]
@@ -395,3 +410,37 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_results_table_from_real_evaluations(data, tmp_path):
+    """report: one row per row of params (in their order) from evaluate_row's JSON, the shipped
+    model's reference row last, the headline = the first row of `model`."""
+    from squatpose.atomic import write_json
+    from squatpose.report import write_report
+
+    raw = make_params(tmp_path)
+    raw["rows"] = {"a": {"model": "dilated", "subset": "lower60k"}, "b": {"model": "resnet18", "subset": "full"}}
+    raw["models"]["resnet18"] = raw["models"]["dilated"]
+    raw["model"] = "resnet18"
+    raw["evaluate"] = {"figure_persons": 0}
+    params = params_from_dict(raw)
+    metrics = {}
+    for row in ("a", "b"):
+        torch.manual_seed(0)
+        model_name = params.rows[row].model
+        meta = {"model": model_name, "params": 1e6, "macs": 2e9, "train_time_s": 3.0, "epochs": 1, "train_persons": 5}
+        metrics[row] = evaluate_row(row, params, build(model_name).eval(), meta, data / "shards" / "val",
+                                    data / "subsets")
+        write_json(tmp_path / "rows" / f"{row}.json", metrics[row])
+    write_json(tmp_path / "reference.json", metrics["a"] | {"row": "shipped"})
+    table = write_report(params, tmp_path / "rows", tmp_path / "out", tmp_path / "reference.json")
+    assert table["row"].tolist() == ["a", "b", "shipped (reference, not retrained)"]
+    assert table["val_persons"].tolist() == [22, metrics["b"]["val_persons"], 22] and metrics["b"]["val_persons"] > 22
+    assert table.loc[1, "pck@0.05 LKnee"] == metrics["b"]["pck@0.05_joints"]["left_knee"]
+    assert table.loc[0, "GMACs"] == 2.0 and table.loc[0, "knee angle MAE L (deg)"] == metrics["a"]["knee_angle"]["left_mae_deg"]
+    assert (tmp_path / "out" / "metrics.json").read_text() == (tmp_path / "rows" / "b.json").read_text()
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert f"| a | dilated | lower60k | 5 | 22 | 1 | {metrics['a']['val_loss']:.3f} |" in md
+    with pytest.raises(SquatposeError, match="no metrics for row b"):
+        (tmp_path / "rows" / "b.json").unlink()
+        write_report(params, tmp_path / "rows", tmp_path / "out2")

@@ -5,8 +5,7 @@ threshold by more than its uncertainty, on real squat tracks (Penn Action) with 
 import numpy as np
 import pytest
 
-from conftest import penn_sequence
-from squatpose.angles import LEGS, thigh_angles
+from conftest import at_bottom, penn_sequence
 from squatpose.joints import NAMES
 from squatpose.squat import kinematics
 from squatpose.squat.analyze import Settings, Tracked, analyze_tracks
@@ -172,24 +171,18 @@ def test_a_sure_model_judges_depth_and_an_uncalibrated_one_does_not():
 def test_judge_and_sentences():
     assert judge(-10.0, 4.0, 0.0) == "below" and judge(-3.0, 4.0, 0.0) == "unsure"
     assert judge(6.0, 4.0, 0.0) == "above" and judge(3.0, None, 0.0) == "unsure" and judge(None, 1.0, 0.0) is None
-    base = {"view": "side", "legs": ["right"], "confidence_at_bottom": {"right_hip": 0.41, "right_knee": 0.8}}
-    e = base | {"right_thigh_angle_at_bottom": -3.0, "right_thigh_angle_unc_at_bottom": 14.0}
+    conf = {"right_hip": 0.41, "right_knee": 0.8}
+    e = at_bottom("side", ("right",), conf, right_thigh_angle=(-3.0, 14.0))
     verdict, words = depth_sentence(e, FeedbackRules())
     assert verdict == "unsure"
     assert words == "depth not judged: right hip position uncertain (confidence 0.41) (thigh 3° ±14° below horizontal)"
-    e = base | {"right_thigh_angle_at_bottom": -20.0, "right_thigh_angle_unc_at_bottom": 6.0}
+    e = at_bottom("side", ("right",), conf, right_thigh_angle=(-20.0, 6.0))
     assert depth_sentence(e, FeedbackRules()) == ("parallel", "parallel reached (thigh 20° ±6° below horizontal)")
-    e = base | {"right_thigh_angle_at_bottom": 25.0, "right_thigh_angle_unc_at_bottom": 6.0}
+    e = at_bottom("side", ("right",), conf, right_thigh_angle=(25.0, 6.0))
     assert depth_sentence(e, FeedbackRules())[0] == "above"
-    front = {"view": "front", "legs": ["left", "right"], "confidence_at_bottom": {n: 0.9 for n in NAMES},
-             **{f"{s}_{m}_at_bottom": None for s in LEGS for m in ("knee_angle", "thigh_angle", "valgus")},
-             **{f"{s}_{m}_unc_at_bottom": None for s in LEGS for m in ("knee_angle", "thigh_angle", "valgus")}}
-    front |= {"left_thigh_angle_at_bottom": -5.0, "left_thigh_angle_unc_at_bottom": 2.0,
-              "right_thigh_angle_at_bottom": -4.0, "right_thigh_angle_unc_at_bottom": 2.0,
-              "left_valgus_at_bottom": 0.2, "left_valgus_unc_at_bottom": 0.03,
-              "right_valgus_at_bottom": 0.12, "right_valgus_unc_at_bottom": 0.05,
-              "left_knee_angle_at_bottom": 70.0, "left_knee_angle_unc_at_bottom": 3.0,
-              "right_knee_angle_at_bottom": 90.0, "right_knee_angle_unc_at_bottom": 4.0}
+    front = at_bottom("front", ("left", "right"), {n: 0.9 for n in NAMES},
+                      left_thigh_angle=(-5.0, 2.0), right_thigh_angle=(-4.0, 2.0), left_valgus=(0.2, 0.03),
+                      right_valgus=(0.12, 0.05), left_knee_angle=(70.0, 3.0), right_knee_angle=(90.0, 4.0))
     rep = Rep(2, 0, 10, 30, 0.0, 1.0, 2.0, 70.0, 1.0, 1.0, 0, front)
     assert rep_feedback(rep) == [
         "rep 2: parallel reached (thigh 4° ±2° below horizontal)",

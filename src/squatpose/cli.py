@@ -1,29 +1,11 @@
-"""The `squatpose` command, and the error handling every entry point shares."""
+"""The `squatpose` command."""
 
 import argparse
-import logging
-import sys
-from collections.abc import Callable
-from typing import Any
+import dataclasses
 
 from squatpose import __version__
-from squatpose.errors import Interrupted, SquatposeError
-
-
-def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run `fn` with plain logging; a `SquatposeError` becomes one line on stderr and exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        return fn(*args, **kwargs)
-    except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
-        sys.exit(130)
-    except SquatposeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept; run again to resume", file=sys.stderr)
-        sys.exit(130)
+from squatpose.errors import guarded
+from squatpose.squat.settings import VIEWS, Settings
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -66,19 +48,17 @@ def _analyze(args: argparse.Namespace) -> None:
     """Joints, angles, reps and feedback of one image or video."""
     from pathlib import Path
 
-    from squatpose.export import load_pose_model
-    from squatpose.squat.analyze import Settings, analyze
+    from squatpose.pose_model import load_pose_model
+    from squatpose.squat.analyze import analyze
     from squatpose.squat.boxes import PersonDetector, parse_box
-    from squatpose.squat.feedback import FeedbackRules
-    from squatpose.squat.reps import RepSettings
-    from squatpose.squat.smoothing import OneEuro
     from squatpose.squat.video import open_source
 
     box = parse_box(args.box) if args.box else None
-    settings = Settings(confidence=args.confidence, view=args.view,
-                        smoothing=OneEuro(args.min_cutoff, args.beta, args.d_cutoff),
-                        reps=RepSettings(depth_in=args.depth_in, depth_out=args.depth_out),
-                        rules=FeedbackRules())
+    d = Settings()
+    settings = dataclasses.replace(
+        d, confidence=args.confidence, view=args.view,
+        smoothing=dataclasses.replace(d.smoothing, min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff),
+        reps=dataclasses.replace(d.reps, depth_in=args.depth_in, depth_out=args.depth_out))
     source = open_source(args.input)  # a bad input is refused before any model is loaded
     model = load_pose_model(args.model or default_model(), args.backend, args.threads)
     detector = None if box is not None else PersonDetector()
@@ -151,17 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="auto: by the model file's suffix; onnx with a .pt exports it beside it first")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: library default)")
-    p.add_argument("--confidence", type=float, default=0.3,
-                   help="heatmap peak below which a joint is flagged and not used (default 0.3)")
-    p.add_argument("--view", choices=("auto", "side", "front"), default="auto", help="camera view (default: guessed)")
-    p.add_argument("--min-cutoff", type=float, default=1.0, help="One Euro filter: cut-off at rest, Hz (default 1.0)")
-    p.add_argument("--beta", type=float, default=20.0,
-                   help="One Euro filter: speed coefficient, per leg length per second (default 20)")
-    p.add_argument("--d-cutoff", type=float, default=1.0, help="One Euro filter: speed cut-off, Hz (default 1.0)")
-    p.add_argument("--depth-in", type=float, default=35.0,
-                   help="a rep starts this many degrees of knee bend below standing (default 35)")
-    p.add_argument("--depth-out", type=float, default=15.0,
-                   help="and ends back within this many degrees of standing (default 15)")
+    d = Settings()  # the defaults
+    p.add_argument("--confidence", type=float, default=d.confidence,
+                   help="heatmap peak below which a joint is flagged and not used (default %(default)s)")
+    p.add_argument("--view", choices=VIEWS, default=d.view, help="camera view (default: %(default)s, guessed)")
+    p.add_argument("--min-cutoff", type=float, default=d.smoothing.min_cutoff,
+                   help="One Euro filter: cut-off at rest, Hz (default %(default)s)")
+    p.add_argument("--beta", type=float, default=d.smoothing.beta,
+                   help="One Euro filter: speed coefficient, per leg length per second (default %(default)s)")
+    p.add_argument("--d-cutoff", type=float, default=d.smoothing.d_cutoff,
+                   help="One Euro filter: speed cut-off, Hz (default %(default)s)")
+    p.add_argument("--depth-in", type=float, default=d.reps.depth_in,
+                   help="a rep starts this many degrees of knee bend below standing (default %(default)s)")
+    p.add_argument("--depth-out", type=float, default=d.reps.depth_out,
+                   help="and ends back within this many degrees of standing (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_analyze)
     p = sub.add_parser("export", help="export a checkpoint to ONNX (for the fast onnxruntime path of analyze)")

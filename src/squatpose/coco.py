@@ -144,6 +144,16 @@ def load_coco(path: str | Path) -> tuple[COCO, tuple[int, ...]]:
     return coco, index
 
 
+def annotation_file(dataset_dir: str | Path, split: str) -> Path:
+    """`<dataset_dir>/annotations/person_keypoints_<split>.json`: COCO's name for a split's keypoints."""
+    return Path(dataset_dir) / "annotations" / f"person_keypoints_{split}.json"
+
+
+def raw_annotations(raw_dir: str | Path, split: str) -> Path:
+    """The keypoint file of a split ("train", "val") of the raw data, named as COCO 2017 names it."""
+    return annotation_file(raw_dir, f"{split}2017")
+
+
 def images_dir(raw_dir: str | Path, split: str) -> Path:
     """The image folder of a split of the raw data: `<split>2017/`, or, for a user's own dataset
     (`data.source: coco_dir`), the folder that `images.json` names."""

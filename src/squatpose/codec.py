@@ -68,11 +68,11 @@ def _as_tensor(x) -> tuple[torch.Tensor, bool]:
 
 @dataclass(frozen=True)
 class HeatmapCodec:
-    crop_w: int = 192
-    crop_h: int = 256
-    stride: int = 4
-    sigma: float = 2.0
-    decoding: str = "quarter"
+    crop_w: int = CropConfig.width  # defaults: config.py's, the one place they are written
+    crop_h: int = CropConfig.height
+    stride: int = CodecConfig.stride
+    sigma: float = CodecConfig.sigma
+    decoding: str = CodecConfig.decoding
 
     @property
     def heatmap_w(self) -> int:
@@ -190,10 +190,10 @@ class HeatmapCodec:
 
 @dataclass(frozen=True)
 class SimCCCodec:
-    crop_w: int = 192
-    crop_h: int = 256
-    split: float = 2.0
-    sigma: float = 2.0
+    crop_w: int = CropConfig.width
+    crop_h: int = CropConfig.height
+    split: float = CodecConfig.split
+    sigma: float = CodecConfig.sigma
     beta: float = 10.0  # softmax temperature of the loss (RTMPose)
 
     @property

@@ -14,6 +14,7 @@ import yaml
 from squatpose.errors import ConfigError
 
 SOURCES = ("sample", "coco2017", "coco_dir")
+SUBSETS = ("full", "mini", "lower60k")  # made by subsets.make_subsets
 SCHEDULES = ("step", "cosine", "constant")
 CODECS = ("heatmap", "simcc")
 DECODINGS = ("argmax", "quarter", "dark")
@@ -204,8 +205,8 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
     for name, row in params.rows.items():
         if row.model not in params.models:
             raise ConfigError(f"{where}: rows.{name}.model is {row.model!r}, which has no entry under models")
-        if row.subset not in ("full", "mini", "lower60k"):
-            raise ConfigError(f"{where}: rows.{name}.subset is {row.subset!r}; expected full, mini or lower60k")
+        if row.subset not in SUBSETS:
+            raise ConfigError(f"{where}: rows.{name}.subset is {row.subset!r}; expected one of {', '.join(SUBSETS)}")
     if params.rows and not any(r.model == params.model for r in params.rows.values()):
         raise ConfigError(f"{where}: model is {params.model!r}, but no row trains it "
                           f"(rows train: {', '.join(sorted({r.model for r in params.rows.values()}))})")
@@ -216,7 +217,7 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
     checks = [
         (params.shards.shard_size >= 1, "shards.shard_size must be at least 1"),
         (params.shards.workers >= 1, "shards.workers must be at least 1"),
-        (params.shards.subset in ("full", "mini", "lower60k"), "shards.subset must be full, mini or lower60k"),
+        (params.shards.subset in SUBSETS, f"shards.subset must be one of {', '.join(SUBSETS)}"),
         (params.subsets.mini_size >= 0, "subsets.mini_size must not be negative"),
         (params.codec.sigma > 0, "codec.sigma must be positive"),
         (params.crop.padding > 0, "crop.padding must be positive"),

@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from squatpose.atomic import atomic_path, write_json
+from squatpose.coco import raw_annotations
 from squatpose.config import DataConfig, DownloadConfig
 from squatpose.errors import AnnotationError, DownloadError
 
@@ -212,7 +213,7 @@ def provide_coco_dir(data: DataConfig, out_dir: str | Path) -> None:
     with atomic_path(out_dir) as tmp:
         (tmp / "annotations").mkdir(parents=True)
         for split, (ann, _) in sources.items():
-            shutil.copyfile(ann, tmp / "annotations" / f"person_keypoints_{split}2017.json")
+            shutil.copyfile(ann, raw_annotations(tmp, split))
         write_json(tmp / IMAGES_MANIFEST, {split: images for split, (_, images) in sources.items()})
 
 

@@ -1,4 +1,10 @@
-"""Errors a user can cause. Each carries a one-line message naming the file and the record."""
+"""Errors a user can cause, and how every entry point reports them. Each carries a one-line
+message naming the file and the record."""
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
 
 class SquatposeError(Exception):
@@ -27,3 +33,19 @@ class ShardError(SquatposeError):
 
 class Interrupted(SquatposeError):
     """The user stopped a run (Ctrl-C); the message says what was kept. Exit code 130."""
+
+
+def guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `fn` with plain logging; a `SquatposeError` becomes one line on stderr and exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return fn(*args, **kwargs)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        sys.exit(130)
+    except SquatposeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: finished outputs are kept; run again to resume", file=sys.stderr)
+        sys.exit(130)

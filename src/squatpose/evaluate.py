@@ -1,17 +1,17 @@
 """A model over a validation shard set -> keypoints in original image pixels -> metrics and figures."""
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from squatpose import joints
 from squatpose.codec import Codec, codec_from_meta, in_crop_keypoints, make_codec
-from squatpose.coco import bboxes_from_table
 from squatpose.config import Params
 from squatpose.errors import SquatposeError
 from squatpose.geometry import apply_affine
@@ -57,26 +57,33 @@ def predict(model: nn.Module, ds: ShardDataset, codec: Codec, batch_size: int = 
                        total / max(n, 1), heatmaps)
 
 
-def aligned_table(ds: ShardDataset, table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a person table in the dataset's order."""
-    return table.set_index("ann_id").loc[ds.ann_ids].reset_index()
-
-
-def accuracy(pred: Predictions, ds: ShardDataset, table: pd.DataFrame) -> dict:
-    """PCK@0.05/0.1 (overall, per joint), OKS AP and knee-angle error in original image pixels."""
-    table = aligned_table(ds, table)
+def accuracy(pred: Predictions, ds: ShardDataset) -> dict:
+    """PCK@0.05/0.1 (overall, per joint), OKS AP and knee-angle error in original image pixels,
+    against the ground truth, boxes and areas stored in the shards."""
     kp_img = apply_affine(ds.gather("crop_to_image"), pred.kp_crop)
-    gt = joints.keypoints_from_table(table)
-    boxes = bboxes_from_table(table)
+    gt, boxes = ds.gather("keypoints"), ds.gather("bboxes")
     p05, p10 = pck(kp_img, gt, boxes, 0.05), pck(kp_img, gt, boxes, 0.1)
     return {
         "pck@0.05": p05.pop("overall"),
         "pck@0.1": p10.pop("overall"),
         "pck@0.05_joints": p05,
         "pck@0.1_joints": p10,
-        **oks_ap(gt, boxes, table["area"].to_numpy(), table["image_id"].to_numpy(), kp_img, pred.confidence),
+        **oks_ap(gt, boxes, ds.gather("areas"), ds.gather("image_ids"), kp_img, pred.confidence),
         "knee_angle": knee_angle_error(kp_img, gt),
     }
+
+
+def validate(model: nn.Module, ds: ShardDataset, codec: Codec, device: str | torch.device = "cpu",
+             batch_size: int = 32) -> tuple[float, float]:
+    """(val loss, val PCK@0.05) of `model` on `ds`: what training watches each epoch (NaN PCK
+    without persons)."""
+    pred = predict(model, ds, codec, batch_size, device=device)
+    return pred.loss, accuracy(pred, ds)["pck@0.05"] if len(ds) else float("nan")
+
+
+def validator(params: Params) -> Callable[[nn.Module, ShardDataset, Codec, torch.device], tuple[float, float]]:
+    """`validate` at params' evaluation batch size: what `train_row` takes as `validate`."""
+    return functools.partial(validate, batch_size=params.evaluate.batch_size)
 
 
 def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, shards_dir: str | Path,
@@ -94,21 +101,20 @@ def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, sh
         raise SquatposeError(f"{shards_dir}: crops are {ds.index['crop']['width']}x{ds.index['crop']['height']}, "
                              f"the model takes {codec.crop_w}x{codec.crop_h}")
     pred = predict(model, ds, codec, cfg.batch_size, cfg.flip_test, keep_heatmaps=cfg.figure_persons, device=device)
-    table = pd.read_parquet(table_path)
     metrics = {
         "row": row_name, "model": row.model, "subset": row.subset, "val_persons": len(ds),
-        "val_loss": pred.loss, **accuracy(pred, ds, table),
+        "val_loss": pred.loss, **accuracy(pred, ds),
         "params": meta.get("params"), "macs": meta.get("macs"),
         "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
         "train_persons": meta.get("train_persons"),
         "flip_test": cfg.flip_test, "codec": type(codec).__name__, "decoding": getattr(codec, "decoding", None),
     }
     if figures_dir is not None and len(ds):
-        write_figures(Path(figures_dir), ds, pred, aligned_table(ds, table), cfg.figure_persons)
+        write_figures(Path(figures_dir), ds, pred, cfg.figure_persons)
     return metrics
 
 
-def write_figures(out: Path, ds: ShardDataset, pred: Predictions, table: pd.DataFrame, n: int) -> None:
+def write_figures(out: Path, ds: ShardDataset, pred: Predictions, n: int) -> None:
     """A grid of val crops with predicted (red) and ground-truth (green) joints, and one crop
     with its six predicted heatmaps overlaid."""
     n = min(n, len(ds))

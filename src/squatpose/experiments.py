@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from squatpose.atomic import write_json
+from squatpose.coco import annotation_file, raw_annotations
 from squatpose.config import Params, params_from_dict
 from squatpose.download import provide_coco_dir
 from squatpose.lsp import import_lsp
@@ -42,9 +43,8 @@ def add_coco_sample(coco_dir: Path, lspet_images: Path, sample_dir: Path = COCO_
         link = images / name
         if not link.is_symlink():
             link.symlink_to(Path(target).resolve(), target_is_directory=True)
-    ann = coco_dir / "annotations"
-    lsp = {s: json.loads((ann / f"person_keypoints_{s}.json").read_text()) for s in ("train", "val")}
-    coco = json.loads((sample_dir / "annotations" / "person_keypoints_train2017.json").read_text())
+    lsp = {s: json.loads(annotation_file(coco_dir, s).read_text()) for s in ("train", "val")}
+    coco = json.loads(raw_annotations(sample_dir, "train").read_text())
     for data in lsp.values():
         for img in data["images"]:
             img["file_name"] = f"lspet/{img['file_name']}"
@@ -55,7 +55,7 @@ def add_coco_sample(coco_dir: Path, lspet_images: Path, sample_dir: Path = COCO_
     lsp["train"]["images"] += coco["images"]
     lsp["train"]["annotations"] += coco["annotations"]
     for split, data in lsp.items():
-        write_json(ann / f"person_keypoints_{split}.json", data)
+        write_json(annotation_file(coco_dir, split), data)
     return images
 
 
@@ -96,10 +96,9 @@ def run_params(out: Path, images: Path, width: int, height: int, rows: dict, cod
     overrides, per-architecture settings `models` (name -> overrides, added to every architecture
     that has no entry in params.yaml) and `rows`; MLflow runs go to `out`/mlflow.db."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    ann = out / "coco" / "annotations"
     raw["data"].update(source="coco_dir", train_images=str(images), val_images=str(images),
-                       train_annotations=str(ann / "person_keypoints_train.json"),
-                       val_annotations=str(ann / "person_keypoints_val.json"))
+                       train_annotations=str(annotation_file(out / "coco", "train")),
+                       val_annotations=str(annotation_file(out / "coco", "val")))
     raw["crop"].update(width=width, height=height)
     raw["codec"].update(codec or {})
     template = next(iter(raw["models"].values()))

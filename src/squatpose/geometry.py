@@ -32,6 +32,13 @@ def crop_affine(center: np.ndarray, size: np.ndarray, out_w: int, out_h: int) ->
     return m
 
 
+def crop_person(bboxes: np.ndarray, crop) -> np.ndarray:
+    """(N, 2, 3) image -> crop matrices of person boxes (x, y, w, h) under a CropConfig: the box,
+    enlarged to the crop's aspect ratio and padded by `crop.padding`, fills the crop."""
+    center, size = box_center_size(bboxes, crop.width / crop.height, crop.padding)
+    return crop_affine(center, size, crop.width, crop.height)
+
+
 def invert_affine(m: np.ndarray) -> np.ndarray:
     """Inverse of (N, 2, 3) affine matrices."""
     m = np.asarray(m, np.float64)

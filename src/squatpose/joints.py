@@ -12,13 +12,16 @@ NAMES: tuple[str, ...] = (
     "right_ankle",
 )
 NUM_JOINTS = len(NAMES)
+# Column headings of the results table.
+SHORT_NAMES: dict[str, str] = {"left_hip": "LHip", "right_hip": "RHip", "left_knee": "LKnee",
+                               "right_knee": "RKnee", "left_ankle": "LAnk", "right_ankle": "RAnk"}
 # COCO's 17 person keypoints, in COCO's order (written by converters such as `import-lsp`).
 COCO_KEYPOINTS: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
     "left_elbow", "right_elbow", "left_wrist", "right_wrist", *NAMES,
 )
 # Index of each joint in COCO's 17-keypoint list.
-COCO_INDEX: tuple[int, ...] = (11, 12, 13, 14, 15, 16)
+COCO_INDEX: tuple[int, ...] = tuple(COCO_KEYPOINTS.index(n) for n in NAMES)
 # Index of the mirror joint: a horizontal flip swaps left and right.
 FLIP_INDEX: tuple[int, ...] = (1, 0, 3, 2, 5, 4)
 # Edges drawn in overlays: pelvis, thighs, shins.

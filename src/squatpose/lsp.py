@@ -24,12 +24,17 @@ from PIL import Image
 
 from squatpose import joints
 from squatpose.atomic import write_json
+from squatpose.coco import annotation_file
 from squatpose.errors import AnnotationError
 
 log = logging.getLogger(__name__)
 
-# LSP joint index -> COCO keypoint index (0-based, COCO order).
-LSP_TO_COCO = {0: 16, 1: 14, 2: 12, 3: 11, 4: 13, 5: 15, 6: 10, 7: 8, 8: 6, 9: 5, 10: 7, 11: 9}
+# LSP's 14 joints in LSP's order.
+LSP_JOINTS = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+              "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top")
+# LSP joint index -> COCO keypoint index, by name (neck and head top have none).
+LSP_TO_COCO = {k: joints.COCO_KEYPOINTS.index(name) for k, name in enumerate(LSP_JOINTS)
+               if name in joints.COCO_KEYPOINTS}
 BOX_MARGIN = 0.1
 
 
@@ -167,7 +172,7 @@ def import_lsp(mat_path: str | Path, images_dir: str | Path, out_dir: str | Path
     counts = {}
     for name, numbers in splits.items():
         data, skipped = to_coco(lsp, images_dir, numbers)
-        path = Path(out_dir) / "annotations" / f"person_keypoints_{name}.json"
+        path = annotation_file(out_dir, name)
         write_json(path, data)
         counts[name] = {"path": str(path), "layout": layout, "persons": len(data["annotations"]), **skipped}
     return counts

@@ -8,10 +8,7 @@ import pandas as pd
 from squatpose.atomic import atomic_path, write_json
 from squatpose.config import Params
 from squatpose.errors import SquatposeError
-from squatpose.joints import NAMES
-
-SHORT = {"left_hip": "LHip", "right_hip": "RHip", "left_knee": "LKnee", "right_knee": "RKnee",
-         "left_ankle": "LAnk", "right_ankle": "RAnk"}
+from squatpose.joints import NAMES, SHORT_NAMES
 
 
 def results_table(params: Params, metrics_dir: str | Path, reference: str | Path | None = None) -> pd.DataFrame:
@@ -29,7 +26,7 @@ def results_table(params: Params, metrics_dir: str | Path, reference: str | Path
         rec = {"row": name, "model": m["model"], "subset": m["subset"], "train_persons": m["train_persons"],
                "val_persons": m["val_persons"], "epochs": m["epochs"], "val_loss": m["val_loss"],
                "pck@0.05": m["pck@0.05"], "pck@0.1": m["pck@0.1"]}
-        rec.update({f"pck@0.05 {SHORT[j]}": m["pck@0.05_joints"][j] for j in NAMES})
+        rec.update({f"pck@0.05 {SHORT_NAMES[j]}": m["pck@0.05_joints"][j] for j in NAMES})
         rec.update({"AP": m["ap"], "knee angle MAE L (deg)": m["knee_angle"]["left_mae_deg"],
                     "knee angle MAE R (deg)": m["knee_angle"]["right_mae_deg"],
                     "params (M)": m["params"] / 1e6, "GMACs": m["macs"] / 1e9,

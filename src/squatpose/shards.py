@@ -11,7 +11,12 @@ A shard set is a folder:
         kp_crop.npy         (n, 6, 3) float32 keypoints (x, y, v) in crop pixels
         crop_to_image.npy   (n, 2, 3) float64 affine: crop pixels -> original image pixels
         ann_ids.npy         (n,) int64 COCO annotation ids
+        image_ids.npy       (n,) int64 COCO image ids
+        keypoints.npy       (n, 6, 3) float32 ground truth (x, y, v) in original image pixels
+        bboxes.npy          (n, 4) float32 COCO person boxes (x, y, w, h)
+        areas.npy           (n,) float64 COCO segment areas (the OKS scale)
         meta.json           fingerprint of the inputs and settings, skipped persons
+Evaluation reads everything it scores against from the shards, not from the subset tables.
 Shard k holds persons [k * shard_size, (k + 1) * shard_size) of the table, so an interrupted
 run finds its finished shards by fingerprint and builds only the rest.
 """
@@ -38,16 +43,14 @@ from squatpose.atomic import atomic_path, write_json
 from squatpose.coco import bboxes_from_table
 from squatpose.config import CropConfig
 from squatpose.errors import ImageError, ShardError
-from squatpose.fingerprint import source_hash
-from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
+from squatpose.fingerprint import code_hash
+from squatpose.geometry import apply_affine, crop_person, invert_affine, warp
 from squatpose.imaging import crops_to_tensor, read_image
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: no stored heatmaps; in_crop instead of the codec's weights
-CODE_MODULES = ("squatpose.shards", "squatpose.coco", "squatpose.geometry", "squatpose.imaging",
-                "squatpose.joints")
-ARRAYS = ("images", "in_crop", "kp_crop", "crop_to_image", "ann_ids")
+FORMAT_VERSION = 3  # 2: no stored heatmaps, in_crop; 3: ground truth in image pixels, boxes, areas, image ids
+ARRAYS = ("images", "in_crop", "kp_crop", "crop_to_image", "ann_ids", "image_ids", "keypoints", "bboxes", "areas")
 
 
 def shard_name(k: int) -> str:
@@ -56,22 +59,21 @@ def shard_name(k: int) -> str:
 
 def crop_persons(table: pd.DataFrame, crop: CropConfig) -> tuple[np.ndarray, np.ndarray]:
     """Image -> crop matrices (N, 2, 3) and keypoints (N, 6, 3) in crop pixels for a person table."""
-    center, size = box_center_size(bboxes_from_table(table), crop.width / crop.height, crop.padding)
-    m = crop_affine(center, size, crop.width, crop.height)
+    m = crop_person(bboxes_from_table(table), crop)
     kp_crop = apply_affine(m, joints.keypoints_from_table(table))
     return m, kp_crop.astype(np.float32)
 
 
 @functools.cache
-def code_hash() -> str:
+def shard_code() -> str:
     """Hash of the source of every module that shapes a shard: edit one, and shards rebuild."""
-    return source_hash(*CODE_MODULES)
+    return code_hash(__name__)
 
 
 def fingerprint(rows: pd.DataFrame, crop: CropConfig) -> str:
     """Hash of a shard's inputs (annotations, image paths), settings and code: equal means reusable."""
     h = hashlib.sha1()
-    h.update(json.dumps([FORMAT_VERSION, code_hash(), asdict(crop)]).encode())
+    h.update(json.dumps([FORMAT_VERSION, shard_code(), asdict(crop)]).encode())
     h.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
@@ -99,6 +101,10 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
         "kp_crop": kp_crop[keep],
         "crop_to_image": invert_affine(m[keep]),
         "ann_ids": rows["ann_id"].to_numpy(np.int64)[keep],
+        "image_ids": rows["image_id"].to_numpy(np.int64)[keep],
+        "keypoints": joints.keypoints_from_table(rows)[keep],
+        "bboxes": bboxes_from_table(rows)[keep],
+        "areas": rows["area"].to_numpy(np.float64)[keep],
     }
     final = Path(out_dir) / name
     with atomic_path(final) as tmp:

@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 
 from squatpose.atomic import atomic_path, write_json
-from squatpose.coco import images_dir, person_records
+from squatpose.coco import images_dir, person_records, raw_annotations
 from squatpose.config import SubsetsConfig
 from squatpose.joints import keypoints_from_table
 
-SUBSETS = ("full", "mini", "lower60k")
 SPLITS = ("train", "val")
 
 
@@ -55,7 +54,7 @@ def write_subsets(raw_dir: str | Path, out_dir: str | Path, metrics_path: str | 
         tmp.mkdir()
         for split in SPLITS:
             records, report = person_records(
-                raw_dir / "annotations" / f"person_keypoints_{split}2017.json",
+                raw_annotations(raw_dir, split),
                 images_dir(raw_dir, split),
             )
             tables = make_subsets(records, cfg)

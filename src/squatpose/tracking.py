@@ -7,11 +7,13 @@ or `mlflow.tracking_uri` in params.yaml point elsewhere. See them with
 `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
 """
 
+import contextlib
 import logging
 import os
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 from squatpose.config import MlflowConfig, Params
 
@@ -84,6 +86,53 @@ def start_training_run(params: Params, row_name: str, run_id: str | None, train_
             **{f"crop.{k}": v for k, v in asdict(params.crop).items()}}
     mlflow.log_params(flat)
     return run
+
+
+class TrainingRun:
+    """What a training loop records in MLflow: each epoch's entry and the final figures. Without
+    an active run (other DDP ranks, `track=False`) it records nothing."""
+
+    def __init__(self, run_id: str | None, active: bool):
+        self.id, self.active = run_id, active
+
+    def log_epoch(self, entry: dict) -> None:
+        """One epoch's history entry (lr, losses, val PCK@0.05, speed) at step = epoch."""
+        if self.active:
+            import mlflow
+
+            mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in entry.items() if k not in ("epoch", "samples")},
+                               step=entry["epoch"])
+
+    def log_final(self, meta: dict) -> None:
+        """Training time, the epoch model.pt keeps and its val PCK@0.05, from model.pt's metadata."""
+        if self.active:
+            import mlflow
+
+            kept, history = meta["kept_epoch"], meta["history"]
+            kept_pck = history[kept - 1]["val_pck@0.05"] if history else float("nan")
+            mlflow.log_metrics({"train_time_s": meta["train_time_s"], "kept_epoch": kept,
+                                "kept_val_pck_at_0.05": kept_pck})
+
+
+@contextlib.contextmanager
+def training_run(params: Params, row_name: str, run_id: str | None, train_persons: int,
+                 enabled: bool = True) -> Iterator[TrainingRun]:
+    """The row's MLflow run (a resumed run continues `run_id`) for the duration of the block,
+    ended FINISHED, or KILLED (Ctrl-C) / FAILED when the block raises. Disabled: records nothing."""
+    if not enabled:
+        yield TrainingRun(run_id, active=False)
+        return
+    import mlflow
+
+    run = start_training_run(params, row_name, run_id, train_persons)
+    try:
+        yield TrainingRun(run.info.run_id, active=True)
+    except BaseException as e:
+        mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        if mlflow.active_run():
+            mlflow.end_run()
 
 
 def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict,

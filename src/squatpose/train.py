@@ -15,8 +15,8 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -28,25 +28,19 @@ from squatpose.atomic import atomic_path
 from squatpose.augment import augment_batch, seeded_generator
 from squatpose.codec import Codec, in_crop_keypoints, make_codec
 from squatpose.config import AugmentConfig, ModelConfig, Params
+from squatpose.device import pick_device
 from squatpose.errors import SquatposeError
-from squatpose.evaluate import accuracy, predict
-from squatpose.fingerprint import json_hash, source_hash
-from squatpose.models import build, count_macs, count_params, save_checkpoint
+from squatpose.fingerprint import code_hash, json_hash
+from squatpose.models import ARCHITECTURES, build, count_macs, count_params, save_checkpoint
 from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 
 log = logging.getLogger(__name__)
 
+# validate(model, val_ds, codec, device) -> (val loss, val PCK@0.05): evaluate.validator(params)
+Validate = Callable[[torch.nn.Module, ShardDataset, Codec, torch.device], tuple[float, float]]
+
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_pck@0.05", "samples", "samples_per_s")
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto`: the CUDA device of this rank when there is one, else the CPU."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SquatposeError("params.yaml: train.device is cuda, but no CUDA device is available")
-    return torch.device("cuda", local_rank)
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:
@@ -59,10 +53,10 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-# The modules a row's weights depend on, besides its architecture's file (the DVC deps of train@).
-CODE_MODULES = ("squatpose.train", "squatpose.loss", "squatpose.models", "squatpose.models.backbone",
-                "squatpose.models.heads", "squatpose.shards", "squatpose.codec", "squatpose.imaging",
-                "squatpose.augment", "squatpose.joints")
+def code_of_row(model: str) -> str:
+    """Hash of the code a row's weights depend on: this module and what it imports, with the
+    row's own architecture only (another architecture's file does not retrain it)."""
+    return code_hash(__name__, skip=[f"squatpose.models.{a}" for a in ARCHITECTURES if a != model])
 
 
 def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_ds: ShardDataset) -> str:
@@ -75,7 +69,7 @@ def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_d
     arch = {k: v for k, v in asdict(params.models[row.model]).items() if k != "early_stop"}
     augment = asdict(params.augment) if row.augment else None
     return json_hash([row_name, asdict(row), arch, asdict(params.codec), t.seed, t.weight_decay, t.amp, augment,
-                      source_hash(*CODE_MODULES, f"squatpose.models.{row.model}"),
+                      code_of_row(row.model),
                       [s["content"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
                       [s["content"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
 
@@ -132,172 +126,229 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_dir: str | Path,
-              out_dir: str | Path, history_path: str | Path | None = None, resume: bool = True,
-              progress: bool = True, track: bool = True) -> Path:
+              out_dir: str | Path, history_path: str | Path | None = None, *, validate: Validate,
+              resume: bool = True, progress: bool = True, track: bool = True) -> Path:
     """Train one row of the results table; returns the path of its final checkpoint (model.pt).
 
     `out_dir` holds `last.pt` (everything needed to resume, written each epoch) and `model.pt`.
+    `validate(model, val_ds, codec, device)` gives (val loss, val PCK@0.05) after each epoch
+    (evaluate.validator): model.pt keeps the best epoch by it, and early stopping watches it.
     """
+    # set-up: device and processes, data, codec, model, optimizer
     row = params.row(row_name)
     mcfg, tcfg = params.models[row.model], params.train
-    shards_root, out_dir = Path(shards_root), Path(out_dir)
+    out_dir = Path(out_dir)
     device = pick_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world = init_distributed(device)
     main = rank == 0
-    amp = tcfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-
-    train_ds = ShardDataset.from_subset(shards_root / "train", subset_path(subsets_dir, "train", row.subset))
-    val_ds = ShardDataset.from_subset(shards_root / "val", subset_path(subsets_dir, "val", row.subset))
-    if len(train_ds) == 0:
-        raise SquatposeError(f"row {row_name}: no training persons in {row.subset}")
-    val_table = pd.read_parquet(subset_path(subsets_dir, "val", row.subset))
+    amp_dtype = autocast_dtype(tcfg.amp, device)
+    train_ds, val_ds = row_datasets(row_name, row.subset, shards_root, subsets_dir)
     codec = make_codec(params.codec, params.crop)
-
     torch.manual_seed(tcfg.seed)
     model = build(row.model, codec, mcfg.pretrained).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.lr, weight_decay=tcfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    fingerprint = run_fingerprint(row_name, params, train_ds, val_ds)
-    final_fingerprint = model_fingerprint(fingerprint, params, row_name)
-    start_epoch, history, run_id, elapsed = 0, [], None, 0.0
-    best = {"epoch": 0, "pck": -math.inf, "model": None}  # the model.pt candidate (val PCK@0.05)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    trajectory = run_fingerprint(row_name, params, train_ds, val_ds)
     last, final = out_dir / "last.pt", out_dir / "model.pt"
-    if resume and final.is_file() and _meta_of(final).get("fingerprint") == final_fingerprint:
+
+    # resume: a finished model.pt of these settings is kept; a matching last.pt continues
+    if resume and _meta_of(final).get("fingerprint") == model_fingerprint(trajectory, params, row_name):
         if main:  # e.g. trained by hand with torchrun before `dvc repro` records it
             log.info("%s: already trained with these settings, code and data; kept", final)
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        _leave_distributed(world)
         return final
-    state = _resume_state(last, device) if resume and last.is_file() else None
-    if state is not None:
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if state["scaler"] and scaler.is_enabled():
-                scaler.load_state_dict(state["scaler"])
-            start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
-            run_id, elapsed = state.get("mlflow_run_id"), state["train_time_s"]
-            if main:
-                log.info("%s: resuming after epoch %d of %d", last, start_epoch, mcfg.epochs)
-        elif main:
-            log.warning("%s: settings, code or data changed since this checkpoint (epoch %d of %d); "
-                        "starting afresh", last, state["epoch"] + 1, mcfg.epochs)
+    state = fresh_state()
+    if resume and last.is_file():
+        state = resume_state(last, trajectory, model, optimizer, scaler, device, main) or state
+        if main and state["epoch"]:
+            log.info("%s: resuming after epoch %d of %d", last, state["epoch"], mcfg.epochs)
 
+    # train: one epoch, validate on rank 0, checkpoint, log; until the last epoch or an early stop
     net = DistributedDataParallel(model) if world > 1 else model
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=tcfg.seed)
     loader = DataLoader(train_ds, batch_size=mcfg.batch_size, sampler=sampler, num_workers=tcfg.workers,
                         pin_memory=device.type == "cuda", persistent_workers=tcfg.workers > 0)
-    run = tracking.start_training_run(params, row_name, run_id, len(train_ds)) if main and track else None
-    run_id = run.info.run_id if run else run_id
-
-    steps_per_epoch = len(loader)
-    stop = torch.zeros(1, device=device)  # 1: early stop (decided on rank 0)
-    if start_epoch and mcfg.early_stop and start_epoch - best["epoch"] >= mcfg.early_stop:
-        stop[0] = 1  # killed right after the decision: it stands
+    augment = params.augment if row.augment else None
     try:
-        for epoch in range(start_epoch, start_epoch if stop.item() else mcfg.epochs):
-            sampler.set_epoch(epoch)
-            generator = seeded_generator(tcfg.seed, epoch, rank) if row.augment else None
-            net.train()
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros(2, device=device)  # (sum of loss * batch, samples)
-            seen = 0
-            bar = tqdm(loader, desc=f"{row_name} epoch {epoch + 1}/{mcfg.epochs}", unit="batch",
-                       disable=not (progress and main), leave=False)
-            for step, batch in enumerate(bar):
-                lr = mcfg.lr * lr_factor(mcfg, epoch + step / steps_per_epoch, epoch * steps_per_epoch + step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss = train_step(net, optimizer, scaler, batch, codec, params.augment if row.augment else None,
-                                  generator, device, amp_dtype if amp else None)
-                loss_sum[0] += loss.float() * len(batch["image"])
-                loss_sum[1] += len(batch["image"])
-                seen += len(batch["image"])
-                if step % 20 == 0 and not bar.disable:  # .item() waits for the GPU: not every step
-                    rate = seen * world / (time.perf_counter() - t0)
-                    bar.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
-            if world > 1:
-                dist.all_reduce(loss_sum)
-            if not torch.isfinite(loss_sum[0]).item():
-                raise SquatposeError(f"row {row_name}: training loss is not finite in epoch {epoch + 1} (a NaN or "
-                                     "infinite number in the data, or a learning rate too high); stopped, "
-                                     f"{final.name} and {last.name} are those of before")
-            seconds = time.perf_counter() - t0
-            elapsed += seconds
+        with tracking.training_run(params, row_name, state["mlflow_run_id"], len(train_ds),
+                                   enabled=main and track) as run:
+            state["mlflow_run_id"] = run.id
+            stop = _broadcast(main and _early_stop(mcfg, state), world, device)  # killed right after deciding
+            for epoch in range(state["epoch"], mcfg.epochs):
+                if stop:
+                    break
+                sampler.set_epoch(epoch)
+                generator = seeded_generator(tcfg.seed, epoch, rank) if augment else None
+                bar = tqdm(loader, desc=f"{row_name} epoch {epoch + 1}/{mcfg.epochs}", unit="batch",
+                           disable=not (progress and main), leave=False)
+                loss, samples, seconds, lr = train_one_epoch(net, bar, optimizer, scaler, codec, mcfg, epoch,
+                                                             augment, generator, device, amp_dtype, world)
+                if not math.isfinite(loss):
+                    raise SquatposeError(f"row {row_name}: training loss is not finite in epoch {epoch + 1} (a NaN "
+                                         "or infinite number in the data, or a learning rate too high); stopped, "
+                                         f"{final.name} and {last.name} are those of before")
+                if main:
+                    val_loss, val_pck = validate(model, val_ds, codec, device)
+                    entry = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "val_loss": val_loss,
+                             "val_pck@0.05": val_pck, "samples": samples, "samples_per_s": samples / seconds}
+                    record_epoch(state, entry, model, seconds)
+                    log.info("%s epoch %d/%d: %s", row_name, epoch + 1, mcfg.epochs,
+                             ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"))
+                    if history_path:
+                        write_history(Path(history_path), state["history"])
+                    stop = _early_stop(mcfg, state)
+                    if stop:
+                        log.info("%s: no better val PCK@0.05 for %d epochs (best %.4f at epoch %d): stopping",
+                                 row_name, mcfg.early_stop, state["best"]["pck"], state["best"]["epoch"])
+                    save_last(last, trajectory, state, model, optimizer, scaler)  # before logging: never twice
+                    run.log_epoch(entry)
+                stop = _broadcast(stop, world, device)
+
+            # save: model.pt with the kept epoch's weights and everything the results table reports
+            checksums = _replica_checksums(model, world)
             if main:
-                pred = predict(model, val_ds, codec, params.evaluate.batch_size, device=device)
-                val_pck = accuracy(pred, val_ds, val_table)["pck@0.05"] if len(val_ds) else float("nan")
-                entry = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum[0] / loss_sum[1]),
-                         "val_loss": pred.loss, "val_pck@0.05": val_pck,
-                         "samples": int(loss_sum[1]), "samples_per_s": float(loss_sum[1]) / seconds}
-                history.append(entry)
-                log.info("%s epoch %d/%d: %s", row_name, epoch + 1, mcfg.epochs,
-                         ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"))
-                if history_path:
-                    write_history(Path(history_path), history)
-                if math.isnan(val_pck) or val_pck > best["pck"]:  # no val persons: the latest
-                    best = {"epoch": epoch + 1, "pck": val_pck, "model": copy.deepcopy(model.state_dict())}
-                if mcfg.early_stop and epoch + 1 - best["epoch"] >= mcfg.early_stop:
-                    log.info("%s: no better val PCK@0.05 for %d epochs (best %.4f at epoch %d): stopping",
-                             row_name, mcfg.early_stop, best["pck"], best["epoch"])
-                    stop[0] = 1
-                with atomic_path(last) as tmp:  # before logging: a resumed epoch is never logged twice
-                    torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                "history": history, "best": best, "mlflow_run_id": run_id,
-                                "train_time_s": elapsed}, tmp)
-                if run:
-                    import mlflow
-
-                    mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in entry.items()
-                                        if k not in ("epoch", "samples")}, step=epoch + 1)
-            if world > 1:
-                dist.broadcast(stop, 0)
-            if stop.item():
-                break
-
-        checksums = _replica_checksums(model, world)
-        if main:
-            if history_path and not history:
-                write_history(Path(history_path), history)
-            if tcfg.select_best and best["model"] is not None:
-                model.load_state_dict(best["model"])
-            kept = best["epoch"] if tcfg.select_best and best["model"] is not None else len(history)
-            meta = {"model": row.model, "row": row_name, "subset": row.subset, "epochs": mcfg.epochs,
-                    "epochs_run": len(history), "kept_epoch": kept, "stopped_early": len(history) < mcfg.epochs,
-                    "augment": asdict(params.augment) if row.augment else None,
-                    "train_persons": len(train_ds), "params": count_params(model),
-                    "macs": count_macs(model, params.crop.height, params.crop.width),
-                    "train_time_s": elapsed, "history": history, "mlflow_run_id": run_id,
-                    "crop": asdict(params.crop), "codec": asdict(params.codec),
-                    "data_source": params.data.source, "world_size": world, "replica_checksums": checksums,
-                    "fingerprint": final_fingerprint}
-            save_checkpoint(final, model, meta)
-            last.unlink(missing_ok=True)  # only an interrupted run resumes; a finished one is done
-            if run:
-                import mlflow
-
-                kept_pck = history[kept - 1]["val_pck@0.05"] if history else math.nan
-                mlflow.log_metrics({"train_time_s": elapsed, "kept_epoch": kept, "kept_val_pck_at_0.05": kept_pck})
+                if history_path and not state["history"]:
+                    write_history(Path(history_path), [])
+                meta = save_final(final, model, state, params, row_name, len(train_ds), world, checksums,
+                                  model_fingerprint(trajectory, params, row_name))
+                last.unlink(missing_ok=True)  # only an interrupted run resumes; a finished one is done
+                run.log_final(meta)
         return final
-    except BaseException as e:
-        if run:
-            import mlflow
-
-            mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
     finally:
-        if run:
-            import mlflow
-
-            if mlflow.active_run():
-                mlflow.end_run()
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        _leave_distributed(world)
 
 
-def _resume_state(last: Path, device: torch.device) -> dict | None:
+def row_datasets(row_name: str, subset: str, shards_root: str | Path,
+                 subsets_dir: str | Path) -> tuple[ShardDataset, ShardDataset]:
+    """The training and validation persons of a row: its subset's tables, read from the shard sets."""
+    shards_root = Path(shards_root)
+    train_ds = ShardDataset.from_subset(shards_root / "train", subset_path(subsets_dir, "train", subset))
+    val_ds = ShardDataset.from_subset(shards_root / "val", subset_path(subsets_dir, "val", subset))
+    if len(train_ds) == 0:
+        raise SquatposeError(f"row {row_name}: no training persons in {subset}")
+    return train_ds, val_ds
+
+
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype (bfloat16 where supported, else float16), None without it (CPU)."""
+    if not (amp and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_one_epoch(net: torch.nn.Module, batches: tqdm, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    codec: Codec, mcfg: ModelConfig, epoch: int, augment: AugmentConfig | None,
+                    generator: torch.Generator | None, device: torch.device, amp_dtype: torch.dtype | None,
+                    world: int) -> tuple[float, int, float, float]:
+    """One pass over `batches` (a progress bar over the DataLoader) at the scheduled learning rate.
+    Returns (mean loss, samples, seconds, last lr), loss and samples summed over all ranks."""
+    t0 = time.perf_counter()
+    steps = len(batches)
+    loss_sum = torch.zeros(2, device=device)  # (sum of loss * batch, samples)
+    lr = mcfg.lr
+    for step, batch in enumerate(batches):
+        lr = mcfg.lr * lr_factor(mcfg, epoch + step / steps, epoch * steps + step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = train_step(net, optimizer, scaler, batch, codec, augment, generator, device, amp_dtype)
+        loss_sum[0] += loss.float() * len(batch["image"])
+        loss_sum[1] += len(batch["image"])
+        if step % 20 == 0 and not batches.disable:  # .item() waits for the GPU: not every step
+            rate = float(loss_sum[1]) * world / (time.perf_counter() - t0)
+            batches.set_postfix(loss=f"{loss.item():.2e}", samples_per_s=f"{rate:.1f}")
+    if world > 1:
+        dist.all_reduce(loss_sum)
+    return float(loss_sum[0] / loss_sum[1]), int(loss_sum[1]), time.perf_counter() - t0, lr
+
+
+def fresh_state() -> dict:
+    """What a run carries from epoch to epoch (and last.pt holds): epochs done, per-epoch history,
+    the model.pt candidate (best val PCK@0.05), the MLflow run, training seconds."""
+    return {"epoch": 0, "history": [], "best": {"epoch": 0, "pck": -math.inf, "model": None},
+            "mlflow_run_id": None, "train_time_s": 0.0}
+
+
+def record_epoch(state: dict, entry: dict, model: torch.nn.Module, seconds: float) -> None:
+    """Add an epoch's entry; keep its weights as the candidate if its val PCK@0.05 is the best
+    (or there are no val persons: the latest)."""
+    state["epoch"] = entry["epoch"]
+    state["history"].append(entry)
+    state["train_time_s"] += seconds
+    pck = entry["val_pck@0.05"]
+    if math.isnan(pck) or pck > state["best"]["pck"]:
+        state["best"] = {"epoch": entry["epoch"], "pck": pck, "model": copy.deepcopy(model.state_dict())}
+
+
+def _early_stop(mcfg: ModelConfig, state: dict) -> bool:
+    """`early_stop` epochs have passed without a better val PCK@0.05."""
+    return bool(mcfg.early_stop) and state["epoch"] > 0 and state["epoch"] - state["best"]["epoch"] >= mcfg.early_stop
+
+
+def _broadcast(flag: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's decision, on every rank."""
+    if world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.broadcast(value, 0)
+    return bool(value.item())
+
+
+def save_last(last: Path, trajectory: str, state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler) -> None:
+    """The resume checkpoint, atomically: the state, weights, optimizer and scaler."""
+    with atomic_path(last) as tmp:
+        torch.save({**state, "fingerprint": trajectory, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, tmp)
+
+
+def resume_state(last: Path, trajectory: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, device: torch.device, main: bool) -> dict | None:
+    """Load `last` into model, optimizer and scaler if it belongs to this trajectory; its state, or
+    None (different settings, code or data: a warning, and training starts afresh)."""
+    saved = _read_last(last, device)
+    if saved is None:
+        return None
+    if saved.get("fingerprint") != trajectory:
+        if main:
+            log.warning("%s: settings, code or data changed since this checkpoint (epoch %d); starting afresh",
+                        last, saved.get("epoch", 0))
+        return None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if saved["scaler"] and scaler.is_enabled():
+        scaler.load_state_dict(saved["scaler"])
+    return {k: saved[k] for k in fresh_state()}
+
+
+def save_final(final: Path, model: torch.nn.Module, state: dict, params: Params, row_name: str,
+               train_persons: int, world: int, checksums: list[float], fingerprint: str) -> dict:
+    """model.pt: the kept epoch's weights (the best one with `train.select_best`, else the last)
+    and its metadata, which it returns."""
+    row = params.row(row_name)
+    mcfg, history, best = params.models[row.model], state["history"], state["best"]
+    keep_best = params.train.select_best and best["model"] is not None
+    if keep_best:
+        model.load_state_dict(best["model"])
+    kept = best["epoch"] if keep_best else len(history)
+    meta = {"model": row.model, "row": row_name, "subset": row.subset, "epochs": mcfg.epochs,
+            "epochs_run": len(history), "kept_epoch": kept, "stopped_early": len(history) < mcfg.epochs,
+            "augment": asdict(params.augment) if row.augment else None,
+            "train_persons": train_persons, "params": count_params(model),
+            "macs": count_macs(model, params.crop.height, params.crop.width),
+            "train_time_s": state["train_time_s"], "history": history, "mlflow_run_id": state["mlflow_run_id"],
+            "crop": asdict(params.crop), "codec": asdict(params.codec),
+            "data_source": params.data.source, "world_size": world, "replica_checksums": checksums,
+            "fingerprint": fingerprint}
+    save_checkpoint(final, model, meta)
+    return meta
+
+
+def _leave_distributed(world: int) -> None:
+    if world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _read_last(last: Path, device: torch.device) -> dict | None:
     """The resume checkpoint (plain types only: it cannot run code), or None when it is damaged,
     then set aside as `last.pt.damaged` with a warning: training starts afresh."""
     try:

@@ -9,6 +9,11 @@ from torch import nn
 from squatpose.models.backbone import FPNFusion, deconv_block, init_head
 
 
+# The learned position embedding's grid: the fused stride-8 features of a 192 x 256 crop (rows,
+# columns); other crop sizes interpolate it.
+POSITION_GRID = (256 // 8, 192 // 8)
+
+
 class SelfAttention2d(nn.Module):
     """Pre-norm transformer block over the H*W positions of a feature map, with learned
     positions (made for height x width, interpolated for other input sizes)."""
@@ -37,7 +42,7 @@ class ResNet18FPNAttention(nn.Module):
     def __init__(self, pretrained: bool = False, channels: int = 256):
         super().__init__()
         self.fuse = FPNFusion(pretrained, channels)
-        self.attention = SelfAttention2d(channels, 32, 24)
+        self.attention = SelfAttention2d(channels, *POSITION_GRID)
         self.deconv = deconv_block(channels, channels)
         self.out_channels = channels
         init_head(self.deconv)

@@ -15,33 +15,19 @@ from tqdm import tqdm
 
 from squatpose.angles import LEGS, leg_length
 from squatpose.errors import Interrupted, SquatposeError
-from squatpose.export import PoseModel
-from squatpose.geometry import apply_affine, box_center_size, crop_affine, invert_affine, warp
+from squatpose.pose_model import PoseModel
+from squatpose.geometry import apply_affine, crop_person, invert_affine, warp
 from squatpose.joints import NAMES
 from squatpose.squat import kinematics, tracks
 from squatpose.squat.boxes import BoxFollower, PersonDetector, check_box, iou
-from squatpose.squat.feedback import FeedbackRules, depth_sentence, frame_feedback, rep_feedback
-from squatpose.squat.reps import Rep, RepSettings, Segmentation, segment_reps
-from squatpose.squat.smoothing import OneEuro, jitter, static_frames
+from squatpose.squat.feedback import depth_sentence, frame_feedback, rep_feedback
+from squatpose.squat.outputs import Analysis, check_out, write_outputs
+from squatpose.squat.reps import MEASURES, AtBottom, Measured, Segmentation, segment_reps
+from squatpose.squat.settings import Settings
+from squatpose.squat.smoothing import jitter, static_frames
 from squatpose.squat.uncertainty import COVERAGE, Calibration, angle_uncertainty
 from squatpose.squat.video import Source, frames, open_source
 
-
-
-@dataclass(frozen=True)
-class Settings:
-    confidence: float = 0.3  # a joint whose heatmap peak is lower is not used
-    view: str = "auto"  # auto | side | front
-    smoothing: OneEuro = OneEuro()
-    reps: RepSettings = RepSettings()
-    rules: FeedbackRules = FeedbackRules()
-    reacquire_s: float = 1.0  # with a detector: look for the person again after this long unseen
-
-    def __post_init__(self):
-        if self.view not in ("auto", "side", "front"):
-            raise SquatposeError(f"view {self.view!r}: expected auto, side or front")
-        if not 0 <= self.confidence <= 1:
-            raise SquatposeError(f"confidence {self.confidence}: expected a heatmap peak between 0 and 1")
 
 
 @dataclass
@@ -85,8 +71,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
                     follower.reset(found)
                     messages.append(f"frame {i}: person found again by the detector")
             current = follower.box
-            center, size = box_center_size(current[None], crop.width / crop.height, crop.padding)
-            m = crop_affine(center, size, crop.width, crop.height)
+            m = crop_person(current[None], crop)
             kp_crop, conf = codec.decode(model.outputs(warp(frame, m[0], crop.width, crop.height)[None]))
             kp = apply_affine(invert_affine(m), kp_crop)[0]
             seen = conf[0] >= settings.confidence
@@ -95,7 +80,7 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
             kps.append(kp)
             confs.append(conf[0])
             boxes.append(current)
-            scales.append(size[0, 0] / crop.width)
+            scales.append(1 / m[0, 0, 0])  # image px per crop px
             bar.update()
     except KeyboardInterrupt:
         stopped = interrupted = True
@@ -117,13 +102,6 @@ def track(source: Source, model: PoseModel, box: np.ndarray | None, detector: Pe
     shape = (len(kps), len(NAMES))
     return Tracked(np.array(kps, np.float64).reshape(*shape, 2), np.array(confs, np.float64).reshape(shape),
                    np.array(boxes, np.float64).reshape(-1, 4), np.array(scales, np.float64), messages, interrupted)
-
-
-@dataclass
-class Analysis:
-    table: pd.DataFrame  # one row per frame analysed
-    segmentation: Segmentation
-    summary: dict
 
 
 def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image: bool = False,
@@ -155,11 +133,11 @@ def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image
         Segmentation([], float("nan"), [])
     feedback: list[str] = []
     for rep in seg.reps:
-        rep.extra = _rep_extras(rep, angles, confidence, view, legs)
-        rep.extra["depth"] = depth_sentence(rep.extra, settings.rules)[0]
+        rep.at_bottom = measures_at_bottom(rep.bottom, angles, confidence, view, legs)
+        rep.at_bottom.depth = depth_sentence(rep.at_bottom, settings.rules)[0]
         feedback += rep_feedback(rep, settings.rules)
     if still_image:
-        feedback += frame_feedback(_rep_extras(None, angles, confidence, view, legs), settings.rules)
+        feedback += frame_feedback(measures_at_bottom(0, angles, confidence, view, legs), settings.rules)
     elif not seg.reps:
         feedback.append("no complete repetition found: the knee angle has to drop "
                         f"{settings.reps.depth_in:.0f}° below standing and come back within "
@@ -197,27 +175,21 @@ def analyze_tracks(tracked: Tracked, fps: float, settings: Settings, still_image
     return Analysis(table, seg, summary)
 
 
-MEASURES = ("knee_angle", "thigh_angle", "valgus")
-
-
-def _rep_extras(rep: Rep | None, angles: pd.DataFrame, confidence: np.ndarray, view: str,
-                legs: tuple[str, ...]) -> dict:
-    """Per-side measures and their uncertainty at the bottom of a rep (the bottom frame, or the
-    nearest frame within 2 where the measure is known; frame 0 for a still image), and the
-    confidence of each joint there. None where unknown: nothing is taken from elsewhere in the rep."""
-    bottom = rep.bottom if rep is not None else 0
-    extra: dict = {"view": view, "legs": list(legs)}
+def measures_at_bottom(bottom: int, angles: pd.DataFrame, confidence: np.ndarray, view: str,
+                       legs: tuple[str, ...]) -> AtBottom:
+    """Per-side measures and their uncertainty at the `bottom` frame of a rep (or the nearest frame
+    within 2 where the measure is known; frame 0 for a still image), and the confidence of each
+    joint there. None where unknown: nothing is taken from elsewhere in the rep."""
+    found: dict[str, dict[str, Measured]] = {name: {} for name in MEASURES}
     for side in LEGS:
         for name in MEASURES:
             values = angles[f"{name}_{side}"].to_numpy()
             at = _near_bottom(values, bottom)
-            extra[f"{side}_{name}_at_bottom"] = None if at is None else float(values[at])
             unc = None if at is None else angles[f"{name}_{side}_unc"].to_numpy()[at]
-            extra[f"{side}_{name}_unc_at_bottom"] = None if unc is None or not np.isfinite(unc) else float(unc)
-    extra["confidence_at_bottom"] = {n: _num(c) for n, c in zip(NAMES, confidence[bottom])} if len(confidence) else {}
-    left, right = extra["left_knee_angle_at_bottom"], extra["right_knee_angle_at_bottom"]
-    extra["asymmetry_deg"] = None if left is None or right is None else abs(left - right)
-    return extra
+            found[name][side] = Measured(None if at is None else float(values[at]),
+                                         None if unc is None or not np.isfinite(unc) else float(unc))
+    conf = {n: _num(c) for n, c in zip(NAMES, confidence[bottom])} if len(confidence) else {}
+    return AtBottom(view, list(legs), **found, confidence=conf)
 
 
 def _near_bottom(values: np.ndarray, bottom: int, reach: int = 2) -> int | None:
@@ -279,7 +251,6 @@ def analyze(input_path: str | Path, model: PoseModel, out_dir: str | Path, box: 
             progress: bool = True, source: Source | None = None) -> Analysis:
     """The whole command: read, track, analyse, write. Raises `SquatposeError` when nothing could
     be analysed; otherwise the outputs are written, with what went wrong in the summary."""
-    from squatpose.squat.outputs import check_out, write_outputs
 
     source = source or open_source(input_path)
     out_dir = Path(os.path.abspath(out_dir))  # `--out .` has a name to swap, too

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from squatpose.angles import LEGS
 from squatpose.joints import NAMES
-from squatpose.squat.reps import Rep
+from squatpose.squat.reps import AtBottom, Rep
 
 
 @dataclass(frozen=True)
@@ -46,43 +46,41 @@ def _thigh_words(thigh: float, unc: float | None) -> str:
     return f"thigh {_pm(abs(thigh), unc, digits=digits)} {'above' if thigh > 0 else 'below'} horizontal"
 
 
-def _why(e: dict, joints: list[str], unc: float | None) -> str:
+def _why(e: AtBottom, joints: list[str], unc: float | None) -> str:
     """Why a value is not judged: no calibration, or the least confident of `joints` at the bottom."""
     if unc is None:
         return "the model has no calibration of its errors"
-    conf = {j: e.get("confidence_at_bottom", {}).get(j) for j in joints}
-    known = {j: c for j, c in conf.items() if c is not None}
+    known = {j: e.confidence[j] for j in joints if e.confidence.get(j) is not None}
     if not known:
         return "joint positions uncertain"
     least = min(known, key=known.get)
     return f"{least.replace('_', ' ')} position uncertain (confidence {known[least]:.2f})"
 
 
-def depth_sentence(e: dict, rules: FeedbackRules) -> tuple[str | None, str]:
+def depth_sentence(e: AtBottom, rules: FeedbackRules) -> tuple[str | None, str]:
     """(verdict 'parallel' | 'above' | 'unsure' | None, sentence) on depth at the bottom: every reported
     leg must reach parallel; one leg surely above is enough for 'above'."""
-    legs = [s for s in e["legs"] if e.get(f"{s}_thigh_angle_at_bottom") is not None]
-    if not legs:
+    thigh = {s: e.thigh_angle[s] for s in e.legs if e.thigh_angle[s].value is not None}
+    if not thigh:
         return None, "depth unknown (hip or knee not confident at the bottom)"
-    verdicts = {s: judge(e[f"{s}_thigh_angle_at_bottom"], e[f"{s}_thigh_angle_unc_at_bottom"], rules.parallel_deg)
-                for s in legs}
+    verdicts = {s: judge(m.value, m.unc, rules.parallel_deg) for s, m in thigh.items()}
     # the leg that decides: the highest thigh (both must reach depth)
-    side = max(legs, key=lambda s: e[f"{s}_thigh_angle_at_bottom"])
-    words = _thigh_words(e[f"{side}_thigh_angle_at_bottom"], e[f"{side}_thigh_angle_unc_at_bottom"])
+    highest = max(thigh.values(), key=lambda m: m.value)
+    words = _thigh_words(highest.value, highest.unc)
     if any(v == "above" for v in verdicts.values()):
-        side = next(s for s in legs if verdicts[s] == "above")
-        return "above", f"above parallel ({_thigh_words(e[f'{side}_thigh_angle_at_bottom'], e[f'{side}_thigh_angle_unc_at_bottom'])})"
+        above = thigh[next(s for s in thigh if verdicts[s] == "above")]
+        return "above", f"above parallel ({_thigh_words(above.value, above.unc)})"
     if all(v == "below" for v in verdicts.values()):
         return "parallel", f"parallel reached ({words})"
-    unsure = next(s for s in legs if verdicts[s] == "unsure")
+    unsure = next(s for s in thigh if verdicts[s] == "unsure")
     hip, knee = (NAMES[i] for i in LEGS[unsure][:2])
-    return "unsure", f"depth not judged: {_why(e, [hip, knee], e[f'{unsure}_thigh_angle_unc_at_bottom'])} ({words})"
+    return "unsure", f"depth not judged: {_why(e, [hip, knee], thigh[unsure].unc)} ({words})"
 
 
-def _valgus_sentences(e: dict, rules: FeedbackRules, prefix: str) -> list[str]:
+def _valgus_sentences(e: AtBottom, rules: FeedbackRules, prefix: str) -> list[str]:
     out = []
-    for side in e["legs"]:
-        v, u = e.get(f"{side}_valgus_at_bottom"), e.get(f"{side}_valgus_unc_at_bottom")
+    for side in e.legs:
+        v, u = e.valgus[side].value, e.valgus[side].unc
         verdict = judge(v, u, rules.valgus)
         pct = _pm(100 * v, None if u is None else 100 * u, unit="%") if v is not None else ""
         if verdict == "above":
@@ -93,33 +91,32 @@ def _valgus_sentences(e: dict, rules: FeedbackRules, prefix: str) -> list[str]:
     return out
 
 
-def _asymmetry_sentence(e: dict, rules: FeedbackRules, prefix: str) -> list[str]:
-    left, right = e.get("left_knee_angle_at_bottom"), e.get("right_knee_angle_at_bottom")
-    if e.get("view") != "front" or left is None or right is None:
+def _asymmetry_sentence(e: AtBottom, rules: FeedbackRules, prefix: str) -> list[str]:
+    left, right = e.knee_angle["left"], e.knee_angle["right"]
+    if e.view != "front" or e.asymmetry_deg is None:
         return []
-    ul, ur = e.get("left_knee_angle_unc_at_bottom"), e.get("right_knee_angle_unc_at_bottom")
-    unc = None if ul is None or ur is None else (ul**2 + ur**2) ** 0.5
-    verdict = judge(abs(left - right), unc, rules.asymmetry_deg)
+    unc = None if left.unc is None or right.unc is None else (left.unc**2 + right.unc**2) ** 0.5
+    verdict = judge(e.asymmetry_deg, unc, rules.asymmetry_deg)
     if verdict == "above":
-        more = "left" if left < right else "right"
-        return [f"{prefix}{more} knee bends {_pm(abs(left - right), unc)} more than the other at the bottom"]
+        more = "left" if left.value < right.value else "right"
+        return [f"{prefix}{more} knee bends {_pm(e.asymmetry_deg, unc)} more than the other at the bottom"]
     if verdict == "unsure":
         knees = [NAMES[LEGS[s][1]] for s in LEGS]
-        return [f"{prefix}asymmetry not judged: {_why(e, knees, unc)} (knees differ by {_pm(abs(left - right), unc)})"]
+        return [f"{prefix}asymmetry not judged: {_why(e, knees, unc)} (knees differ by {_pm(e.asymmetry_deg, unc)})"]
     return []
 
 
-def frame_feedback(e: dict, rules: FeedbackRules = FeedbackRules()) -> list[str]:
+def frame_feedback(e: AtBottom, rules: FeedbackRules = FeedbackRules()) -> list[str]:
     """Sentences for one still image (`e`: analyze's measures at frame 0)."""
-    return [depth_sentence(e, rules)[1]] + (_valgus_sentences(e, rules, "") if e["view"] == "front" else []) \
+    return [depth_sentence(e, rules)[1]] + (_valgus_sentences(e, rules, "") if e.view == "front" else []) \
         + _asymmetry_sentence(e, rules, "")
 
 
 def rep_feedback(rep: Rep, rules: FeedbackRules = FeedbackRules()) -> list[str]:
     """Sentences for one rep; each says what was seen, the number behind it and its uncertainty."""
-    e, n = rep.extra, rep.number
+    e, n = rep.at_bottom, rep.number
     out = [f"rep {n}: {depth_sentence(e, rules)[1]}"]
-    if e.get("view") == "front":
+    if e.view == "front":
         out += _valgus_sentences(e, rules, f"rep {n}: ")
     out += _asymmetry_sentence(e, rules, f"rep {n}: ")
     if rep.descent_s < rules.fast_descent_s:

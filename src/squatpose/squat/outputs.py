@@ -5,25 +5,29 @@ The folder is replaced whole or not at all; a failed overlay is a message in the
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from squatpose.angles import LEGS
 from squatpose.atomic import write_json
 from squatpose.errors import SquatposeError
 from squatpose.joints import NAMES
+from squatpose.squat.reps import Segmentation
 from squatpose.squat.video import Source, VideoOut, frames
 from squatpose.viz import draw_analysis, knee_angle_plot, write_png
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from squatpose.squat.analyze import Analysis
-
-
 OUTPUT_NAMES = ("frames.csv", "knee_angle.png", "overlay.mp4", "overlay.png", "summary.json")
+
+
+@dataclass
+class Analysis:
+    """What `squatpose analyze` found: the frame table, the reps, and the summary."""
+    table: pd.DataFrame  # one row per frame analysed
+    segmentation: Segmentation
+    summary: dict
 
 
 def check_out(out: Path) -> None:
@@ -41,7 +45,7 @@ def check_out(out: Path) -> None:
         raise SquatposeError(f"{out}: cannot write there ({parent} is not a writable folder)")
 
 
-def write_outputs(source: Source, result: "Analysis", out: Path, progress: bool = True) -> None:
+def write_outputs(source: Source, result: Analysis, out: Path, progress: bool = True) -> None:
     """All outputs of one analysis, written into a temporary folder beside `out` and swapped in
     whole: a run that fails or is stopped midway leaves `out` as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,7 @@ def write_outputs(source: Source, result: "Analysis", out: Path, progress: bool 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_all(source: Source, result: "Analysis", out: Path, progress: bool) -> None:
+def _write_all(source: Source, result: Analysis, out: Path, progress: bool) -> None:
     table, summary, seg = result.table, result.summary, result.segmentation
     overlay = "overlay.png" if source.kind == "image" else "overlay.mp4"
     table.to_csv(out / "frames.csv", index=False, float_format="%.3f")
@@ -86,7 +90,7 @@ def _write_all(source: Source, result: "Analysis", out: Path, progress: bool) ->
     write_json(out / "summary.json", summary)
 
 
-def write_overlay(source: Source, table: "pd.DataFrame", summary: dict, path: Path, progress: bool) -> None:
+def write_overlay(source: Source, table: pd.DataFrame, summary: dict, path: Path, progress: bool) -> None:
     """The input's frames with the analysis drawn on them (a video, or a PNG for an image)."""
     pictures = (overlay_frame(f, row, summary) for f, row in zip(frames(source), table.itertuples(index=False)))
     if source.kind == "image":

@@ -8,7 +8,7 @@ its way down), is partial, not counted. Gaps of up to `max_gap_s`
 are bridged by linear interpolation for the thresholds only; nothing is reported from them.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -42,12 +42,50 @@ class Rep:
     descent_s: float
     ascent_s: float
     missing_frames: int  # frames inside the rep without a value
-    extra: dict = field(default_factory=dict)  # per-side angles at the bottom, depth, valgus (analyze.py)
+    at_bottom: "AtBottom | None" = None  # what analysis measured at its bottom (analyze.py)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(d.pop("extra"))
-        return d
+        """The rep as the summary JSON writes it: its frames and times, then its bottom measures."""
+        d = {k: v for k, v in asdict(self).items() if k != "at_bottom"}
+        return d | (self.at_bottom.to_dict() if self.at_bottom else {})
+
+
+MEASURES = ("knee_angle", "thigh_angle", "valgus")  # per leg, at the bottom of each rep
+
+
+@dataclass
+class Measured:
+    """A value and its uncertainty (+-, same unit); None where unknown."""
+    value: float | None = None
+    unc: float | None = None
+
+
+@dataclass
+class AtBottom:
+    """What analysis measured at the bottom of a rep (frame 0 of a still image): per leg (side ->
+    Measured) the knee angle (deg), thigh angle to the horizontal (deg, + above) and valgus (knee
+    inside the hip-ankle line, fraction of leg length), and each joint's confidence there."""
+    view: str  # "side" | "front"
+    legs: list[str]  # the legs reported
+    knee_angle: dict[str, Measured]
+    thigh_angle: dict[str, Measured]
+    valgus: dict[str, Measured]
+    confidence: dict[str, float | None]  # joint name -> the model's confidence
+    depth: str | None = None  # the depth verdict (feedback.depth_sentence), once judged
+
+    @property
+    def asymmetry_deg(self) -> float | None:
+        left, right = self.knee_angle["left"].value, self.knee_angle["right"].value
+        return None if left is None or right is None else abs(left - right)
+
+    def to_dict(self) -> dict:
+        """Flat keys for the summary JSON: `<side>_<measure>_at_bottom` and `..._unc_at_bottom`."""
+        d: dict = {"view": self.view, "legs": list(self.legs)}
+        for side in ("left", "right"):
+            for name in MEASURES:
+                m = getattr(self, name)[side]
+                d[f"{side}_{name}_at_bottom"], d[f"{side}_{name}_unc_at_bottom"] = m.value, m.unc
+        return d | {"confidence_at_bottom": self.confidence, "asymmetry_deg": self.asymmetry_deg, "depth": self.depth}
 
 
 @dataclass

@@ -8,8 +8,12 @@ import numpy as np
 from squatpose.angles import LEGS, leg_length
 from squatpose.joints import FLIP_INDEX
 
-SIDE_VIEW_MIN_KNEE_FORWARD = 0.6
+SIDE_VIEW_MIN_KNEE_FORWARD = 0.6  # horizontal hip-knee distance / thigh length in a bent side view
 SIDE_VIEW_MAX_HIP_WIDTH = 0.35  # hip distance / thigh length: front views on Penn Action are >= 0.6
+SIDE_VIEW_MAX_BOTH_HIPS = 0.5  # both hips seen in under this fraction of frames with a hip: a side view
+BENT = 0.75  # hip-ankle distance under this fraction of standing: a bent leg
+STANDING_PERCENTILE = 90  # of a leg's hip-ankle distances (and thigh lengths): its standing value
+MIN_FRAMES = 3  # frames a cue needs before it counts
 
 
 def fix_swaps(xy: np.ndarray, scale: float, clear_ratio: float = 0.5, lone_limit: float = 0.25,
@@ -74,27 +78,28 @@ def camera_view(xy: np.ndarray) -> str:
     frames, or shows the two hips (nearly) on top of each other (a model's usual answer); and from
     the side a bent knee sits well in front of the hip (horizontal hip-knee
     distance >= `SIDE_VIEW_MIN_KNEE_FORWARD` thigh lengths, median over frames where the hip-ankle
-    distance is under 3/4 of its standing value), while from the front it stays under the hip.
+    distance is under `BENT` of its standing value), while from the front it stays under the hip.
     88 of the 114 Penn Action squat clips right (tests/test_squat_tracks.py); `--view` overrides."""
     hips = ~np.isnan(xy[:, [LEGS["left"][0], LEGS["right"][0]]]).any(-1)  # (T, 2)
     any_hip = hips.any(1)
-    if not any_hip.any() or hips.all(1).sum() < 0.5 * any_hip.sum():
+    if not any_hip.any() or hips.all(1).sum() < SIDE_VIEW_MAX_BOTH_HIPS * any_hip.sum():
         return "side"
     (lh, lk, _), (rh, rk, _) = LEGS["left"], LEGS["right"]
     hip_width = np.linalg.norm(xy[:, lh] - xy[:, rh], axis=-1)
     thigh = np.fmax(np.linalg.norm(xy[:, lh] - xy[:, lk], axis=-1), np.linalg.norm(xy[:, rh] - xy[:, rk], axis=-1))
     both = ~np.isnan(hip_width) & ~np.isnan(thigh) & (thigh > 0)
-    if both.sum() >= 3 and np.median(hip_width[both] / thigh[both]) < SIDE_VIEW_MAX_HIP_WIDTH:
+    if both.sum() >= MIN_FRAMES and np.median(hip_width[both] / thigh[both]) < SIDE_VIEW_MAX_HIP_WIDTH:
         return "side"  # the hips (nearly) overlap
     forward = []
     for (h, k, _), reach in zip(LEGS.values(), leg_length(xy).T):
         thigh = np.linalg.norm(xy[:, h] - xy[:, k], axis=-1)
         seen = ~np.isnan(reach) & ~np.isnan(thigh)
-        if seen.sum() < 3:
+        if seen.sum() < MIN_FRAMES:
             continue
-        bent = seen & (reach < 0.75 * np.percentile(reach[seen], 90))
+        bent = seen & (reach < BENT * np.percentile(reach[seen], STANDING_PERCENTILE))
         if bent.any():
-            forward.append(np.median(np.abs(xy[bent, k, 0] - xy[bent, h, 0])) / np.percentile(thigh[seen], 90))
+            forward.append(np.median(np.abs(xy[bent, k, 0] - xy[bent, h, 0]))
+                           / np.percentile(thigh[seen], STANDING_PERCENTILE))
     return "side" if forward and max(forward) >= SIDE_VIEW_MIN_KNEE_FORWARD else "front"
 
 
