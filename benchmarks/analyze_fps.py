@@ -25,7 +25,8 @@ from squatpose.config import load_params
 from squatpose.export import export_onnx
 from squatpose.pose_model import load_pose_model
 from squatpose.models import ARCHITECTURES, build, count_macs, save_checkpoint
-from squatpose.squat.analyze import Settings, track
+from squatpose.squat.analyze import track
+from squatpose.squat.settings import Settings
 from squatpose.squat.video import Source, open_source
 
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "squat-videos" / "squat-side-gym.mp4"

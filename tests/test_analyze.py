@@ -22,7 +22,8 @@ from squatpose.geometry import crop_person, warp
 from squatpose.joints import NAMES
 from squatpose.models import build, save_checkpoint
 from squatpose.pose_model import load_pose_model
-from squatpose.squat.analyze import Settings, Tracked, analyze_tracks
+from squatpose.squat.analyze import Tracked, analyze_tracks
+from squatpose.squat.settings import Settings
 
 CLIP = REPO / "tests" / "data" / "squat-side-gym-clip.mp4"  # 80 frames of the side-view gym video, 152x270
 BOX = "45,75,60,160"  # the lifter in the clip's first frame

@@ -58,8 +58,8 @@ FIRST_REPRO: dict[str, str] = {}
 def work(repo, tmp_path) -> Path:
     """A copy of the reproduced repository for one test to change: no test sees another's edits."""
     copy = tmp_path / "repo"
-    shutil.copytree(repo, copy, symlinks=True)
-    return copy
+    shutil.copytree(repo, copy, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    return copy  # its own MLflow store (the original's names the original's artifact folder)
 
 
 STAGES = ["download", "subsets", "shards@train", "shards@val", "reference", "report"] + [

@@ -8,7 +8,8 @@ import pytest
 from conftest import at_bottom, penn_sequence
 from squatpose.joints import NAMES
 from squatpose.squat import kinematics
-from squatpose.squat.analyze import Settings, Tracked, analyze_tracks
+from squatpose.squat.analyze import Tracked, analyze_tracks
+from squatpose.squat.settings import Settings
 from squatpose.squat.feedback import FeedbackRules, depth_sentence, judge, rep_feedback
 from squatpose.squat.reps import Rep
 from squatpose.squat.uncertainty import BINS, Calibration, angle_uncertainty, draw_errors, fit

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", metavar="X,Y,W,H", help="the person's box in the first frame, in pixels (default: "
                                                     "torchvision's person detector, weights downloaded once)")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                   help="auto: by the model file's suffix; onnx with a .pt exports it beside it first")
+                   help="auto: by the model file's suffix; onnx with a .pt exports it once into the cache "
+                        "(~/.cache/squatpose/onnx, or $SQUATPOSE_CACHE/onnx)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: library default)")
     d = Settings()  # the defaults
     p.add_argument("--confidence", type=float, default=d.confidence,

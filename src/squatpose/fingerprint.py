@@ -2,8 +2,10 @@
 
 The code a piece of work depends on is never listed by hand: `project_modules` follows the
 package's own imports from an entry point (a module or a stage script), transitively, so a new
-import can never leave a reused result stale. The DVC stages list the same modules as deps
-(tests/test_stage_deps.py checks that dvc.yaml's lists equal these).
+import can never leave a stage stale. The DVC stages list the same modules as deps
+(tests/test_stage_deps.py checks that dvc.yaml's lists equal these); the reuse hashes
+(`code_hash`) cover the modules an entry point imports, less NOT_RESULT_CODE (and, for training,
+not the validation passed in: train.code_of_row says why).
 """
 
 import ast

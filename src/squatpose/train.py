@@ -55,7 +55,11 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 def code_of_row(model: str) -> str:
     """Hash of the code a row's weights depend on: this module and what it imports, with the
-    row's own architecture only (another architecture's file does not retrain it)."""
+    row's own architecture only (another architecture's file does not retrain it).
+
+    Not the `validate` callable's code (evaluate.py, metrics.py): it picks the kept epoch and may
+    end a run early, but editing it should not throw away months of COCO training; after such an
+    edit the kept epoch stays the one the previous code's val PCK chose."""
     return code_hash(__name__, skip=[f"squatpose.models.{a}" for a in ARCHITECTURES if a != model])
 
 
@@ -160,8 +164,8 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     state = fresh_state()
     if resume and last.is_file():
         state = resume_state(last, trajectory, model, optimizer, scaler, device, main) or state
-        if main and state["epoch"]:
-            log.info("%s: resuming after epoch %d of %d", last, state["epoch"], mcfg.epochs)
+        if main and state["epochs_done"]:
+            log.info("%s: resuming after epoch %d of %d", last, state["epochs_done"], mcfg.epochs)
 
     # train: one epoch, validate on rank 0, checkpoint, log; until the last epoch or an early stop
     net = DistributedDataParallel(model) if world > 1 else model
@@ -174,7 +178,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                                    enabled=main and track) as run:
             state["mlflow_run_id"] = run.id
             stop = _broadcast(main and _early_stop(mcfg, state), world, device)  # killed right after deciding
-            for epoch in range(state["epoch"], mcfg.epochs):
+            for epoch in range(state["epochs_done"], mcfg.epochs):
                 if stop:
                     break
                 sampler.set_epoch(epoch)
@@ -264,14 +268,14 @@ def train_one_epoch(net: torch.nn.Module, batches: tqdm, optimizer: torch.optim.
 def fresh_state() -> dict:
     """What a run carries from epoch to epoch (and last.pt holds): epochs done, per-epoch history,
     the model.pt candidate (best val PCK@0.05), the MLflow run, training seconds."""
-    return {"epoch": 0, "history": [], "best": {"epoch": 0, "pck": -math.inf, "model": None},
+    return {"epochs_done": 0, "history": [], "best": {"epoch": 0, "pck": -math.inf, "model": None},
             "mlflow_run_id": None, "train_time_s": 0.0}
 
 
 def record_epoch(state: dict, entry: dict, model: torch.nn.Module, seconds: float) -> None:
     """Add an epoch's entry; keep its weights as the candidate if its val PCK@0.05 is the best
     (or there are no val persons: the latest)."""
-    state["epoch"] = entry["epoch"]
+    state["epochs_done"] = entry["epoch"]
     state["history"].append(entry)
     state["train_time_s"] += seconds
     pck = entry["val_pck@0.05"]
@@ -281,7 +285,8 @@ def record_epoch(state: dict, entry: dict, model: torch.nn.Module, seconds: floa
 
 def _early_stop(mcfg: ModelConfig, state: dict) -> bool:
     """`early_stop` epochs have passed without a better val PCK@0.05."""
-    return bool(mcfg.early_stop) and state["epoch"] > 0 and state["epoch"] - state["best"]["epoch"] >= mcfg.early_stop
+    done = state["epochs_done"]
+    return bool(mcfg.early_stop) and done > 0 and done - state["best"]["epoch"] >= mcfg.early_stop
 
 
 def _broadcast(flag: bool, world: int, device: torch.device) -> bool:
@@ -310,8 +315,8 @@ def resume_state(last: Path, trajectory: str, model: torch.nn.Module, optimizer:
         return None
     if saved.get("fingerprint") != trajectory:
         if main:
-            log.warning("%s: settings, code or data changed since this checkpoint (epoch %d); starting afresh",
-                        last, saved.get("epoch", 0))
+            log.warning("%s: settings, code or data changed since this checkpoint (%d epochs done); starting "
+                        "afresh", last, saved.get("epochs_done", 0))
         return None
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])

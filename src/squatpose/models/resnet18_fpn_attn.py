@@ -10,7 +10,8 @@ from squatpose.models.backbone import FPNFusion, deconv_block, init_head
 
 
 # The learned position embedding's grid: the fused stride-8 features of a 192 x 256 crop (rows,
-# columns); other crop sizes interpolate it.
+# columns); other crop sizes interpolate it. Written here, not read from config.py's crop default:
+# the weights' shape must change only with this file (whose hash retrains the row).
 POSITION_GRID = (256 // 8, 192 // 8)
 
 

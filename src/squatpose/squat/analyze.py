@@ -29,7 +29,6 @@ from squatpose.squat.uncertainty import COVERAGE, Calibration, angle_uncertainty
 from squatpose.squat.video import Source, frames, open_source
 
 
-
 @dataclass
 class Tracked:
     """What the model saw, frame by frame (T = frames analysed)."""
@@ -251,7 +250,6 @@ def analyze(input_path: str | Path, model: PoseModel, out_dir: str | Path, box: 
             progress: bool = True, source: Source | None = None) -> Analysis:
     """The whole command: read, track, analyse, write. Raises `SquatposeError` when nothing could
     be analysed; otherwise the outputs are written, with what went wrong in the summary."""
-
     source = source or open_source(input_path)
     out_dir = Path(os.path.abspath(out_dir))  # `--out .` has a name to swap, too
     check_out(out_dir)  # before minutes of work, not after
