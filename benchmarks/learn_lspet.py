@@ -1,6 +1,6 @@
 """Learning benchmark: what learns best per CPU-hour, trained from scratch on real held-out data.
 
-    python benchmarks/learn_lspet.py                          # the README table (about 2 h on 2 CPU cores)
+    python benchmarks/learn_lspet.py                          # the table in docs/benchmarks.md (about 2 h on 2 CPU cores)
     python benchmarks/learn_lspet.py --candidates dilated,dilated-simcc --minutes 30
     python benchmarks/learn_lspet.py --limit 200 --minutes 1 --out /tmp/lspet-smoke   # a quick check
 

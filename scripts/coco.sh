@@ -3,7 +3,7 @@
 #   bash scripts/coco.sh            (extra arguments go to dvc exp run, e.g. --name coco-run1)
 # Downloads COCO (20.4 GB, resumable), builds the shards (~22 GB), and trains every row with the
 # SimpleBaseline schedule (140 epochs, lr x0.1 after 90 and 120, here with a 500-batch warm-up) and
-# batch 32 with ImageNet backbones. See README.md.
+# batch 32 with ImageNet backbones. See docs/pipeline.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

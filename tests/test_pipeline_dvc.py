@@ -215,13 +215,19 @@ def test_a_codec_param_retrains_without_new_shards_and_a_crop_param_reruns_the_s
 
 
 def _own_dataset(root: Path) -> dict[str, str]:
-    """The sample as a user's own export outside the repository: other folder names and a
-    labeling tool's skeleton (only the six joints, in another order). Returns the dvc -S values."""
+    """The sample as a user's own export outside the repository: other folder names, a labeling
+    tool's skeleton (only the six joints, in another order), and one training person fewer (the
+    first with all six joints labeled: other data than the sample's). Returns the dvc -S values."""
     order = ["left_ankle", "right_ankle", "left_knee", "right_knee", "left_hip", "right_hip"]
     paths = {}
     for split in ("train", "val"):
         data = load_json(ann_path(REPO / "data" / "sample", split))
         coco = data["categories"][0]["keypoints"]
+        if split == "train":
+            legs = [coco.index(n) for n in order]
+            dropped = next(a for a in data["annotations"]
+                           if not a.get("iscrowd") and all(a["keypoints"][3 * k + 2] > 0 for k in legs))
+            data["annotations"].remove(dropped)
         for ann in data["annotations"]:
             ann["keypoints"] = [v for n in order for v in ann["keypoints"][3 * coco.index(n): 3 * coco.index(n) + 3]]
         data["categories"][0]["keypoints"] = order
@@ -241,9 +247,12 @@ def test_own_coco_format_data_in_one_command(work, tmp_path):
     out = sh(work, "dvc", "exp", "run", *args).stdout
     assert "Running stage 'train@dilated-lower60k'" in out and "Running stage 'report'" in out
     counts = load_json(work / "metrics" / "subsets.json")
-    for split in ("train", "val"):
+    for split, fewer in (("train", 1), ("val", 0)):
         raw = raw_counts(load_json(ann_path(work / "data" / "sample", split)))
-        assert counts[split]["full"] == raw["full"] and counts[split]["lower60k"] == raw["lower60k"]
+        assert counts[split]["full"] == raw["full"] - fewer and counts[split]["lower60k"] == raw["lower60k"] - fewer
+    meta = torch.load(work / "checkpoints" / "dilated-lower60k" / "model.pt", weights_only=True)["meta"]
+    assert meta["data_source"] == "coco_dir" and meta["train_persons"] == raw_counts(
+        load_json(ann_path(REPO / "data" / "sample", "train")))["lower60k"] - 1
     table = pd.read_parquet(work / "data" / "subsets" / "coco_dir" / "val-full.parquet")
     assert table["image_path"].str.startswith(str(tmp_path / "photos-val")).all()
     rows = pd.read_csv(work / "metrics" / "results.csv")["row"].tolist()

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="squatpose",
         description="2D lower-body keypoints (hips, knees, ankles) and squat analysis. "
-                    "The training pipeline runs through `dvc repro` (see README.md).",
+                    "The training pipeline runs through `dvc repro` (see README.md and docs/pipeline.md).",
     )
     parser.add_argument("--version", action="version", version=f"squatpose {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-lsp", help="convert Leeds Sports Pose (LSP / LSP Extended) joints to COCO keypoints",
                        description="Writes OUT/annotations/person_keypoints_<split>.json; images stay where "
                                    "they are (file_name is relative to IMAGES_DIR). See squatpose/lsp.py "
-                                   "and README for the joint, visibility and bbox mapping.")
+                                   "and docs/pipeline.md for the joint, visibility and bbox mapping.")
     p.add_argument("joints", help="joints.mat of LSP (3 x 14 x N) or LSP Extended (14 x 3 x N)")
     p.add_argument("images", help="folder of im00001.jpg ... (LSP Extended) or im0001.jpg ... (LSP)")
     p.add_argument("--out", required=True, help="output folder")
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="squat analysis of an image or a video: joints, angles, reps, feedback",
                        description="Writes OUT/frames.csv (per frame: box, joints with confidence, angles, rep), "
                                    "OUT/summary.json (reps, feedback, settings, model), OUT/knee_angle.png and "
-                                   "OUT/overlay.mp4 (overlay.png for an image). See README 'Squat analysis'.")
+                                   "OUT/overlay.mp4 (overlay.png for an image). See docs/squat-analysis.md.")
     p.add_argument("input", help="an image or a video (any format OpenCV reads)")
     p.add_argument("--model", help="model.pt from the pipeline or its .onnx export (default: the model shipped "
                                    "with squatpose, docs/MODEL_CARD.md)")
@@ -145,10 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-in", type=float, default=d.reps.depth_in,
                    help="a rep starts this many degrees of knee bend below standing (default %(default)s)")
     p.add_argument("--depth-out", type=float, default=d.reps.depth_out,
-                   help="and ends back within this many degrees of standing (default %(default)s)")
+                   help="a rep ends when the knee is back within this many degrees of standing "
+                        "(default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_analyze)
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (for the fast onnxruntime path of analyze)")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (for the fast onnxruntime path of analyze)",
+                       description="Writes the checkpoint's model as one self-contained ONNX file (weights and "
+                                   "the checkpoint's metadata inside), checked against PyTorch on random crops; "
+                                   "refused if they disagree (squatpose.export.AGREEMENT). Run it with "
+                                   "`squatpose analyze --model FILE.onnx`.")
     p.add_argument("checkpoint", nargs="?", help="model.pt from the pipeline (default: the shipped model)")
     p.add_argument("--out", help="the .onnx file (default: exports/<row>.onnx, outside the pipeline's outputs)")
     p.set_defaults(func=_export)
