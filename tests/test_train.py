@@ -443,3 +443,23 @@ def test_results_table_from_real_evaluations(data, tmp_path):
     with pytest.raises(SquatposeError, match="no metrics for row b"):
         (tmp_path / "rows" / "b.json").unlink()
         write_report(params, tmp_path / "rows", tmp_path / "out2")
+
+
+def test_every_epoch_trains_in_train_mode_whatever_validation_left(data, tmp_path, monkeypatch):
+    """BatchNorm must see training batches in train mode even if a validation leaves eval mode on."""
+    import squatpose.train as train_module
+
+    modes, real_step = [], train_module.train_step
+
+    def recording_step(net, *args):
+        modes.append(net.training)
+        return real_step(net, *args)
+
+    def careless_validate(model, ds, codec, device):
+        model.eval()
+        return 0.0, 0.5
+
+    monkeypatch.setattr(train_module, "train_step", recording_step)
+    train_row("r", params_from_dict(make_params(tmp_path, epochs=2)), data / "shards", data / "subsets",
+              tmp_path / "o", progress=False, track=False, validate=careless_validate)
+    assert len(modes) == 2 * 4 and all(modes)  # 25 persons in batches of 8, both epochs

@@ -246,6 +246,7 @@ def train_one_epoch(net: torch.nn.Module, batches: tqdm, optimizer: torch.optim.
                     world: int) -> tuple[float, int, float, float]:
     """One pass over `batches` (a progress bar over the DataLoader) at the scheduled learning rate.
     Returns (mean loss, samples, seconds, last lr), loss and samples summed over all ranks."""
+    net.train()  # whatever the validation before left it in
     t0 = time.perf_counter()
     steps = len(batches)
     loss_sum = torch.zeros(2, device=device)  # (sum of loss * batch, samples)
