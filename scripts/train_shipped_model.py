@@ -64,7 +64,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=300, help="warm-up batches")
-    parser.add_argument("--run", help="run folder (default: <runs>/shipped-<model>-<crop>-<codec>-<epochs>)")
+    parser.add_argument("--init", help="start from this squatpose checkpoint's weights (fine-tuning), "
+                        "e.g. src/squatpose/weights/lower_body.pt")
+    parser.add_argument("--rotation", type=float, help="augment.rotation in degrees (default: params.yaml's)")
+    parser.add_argument("--rotation-prob", type=float, help="augment.rotation_prob (default: params.yaml's)")
+    parser.add_argument("--scale", type=float, help="augment.scale (default: params.yaml's)")
+    parser.add_argument("--run", help="run folder (default: <runs>/shipped-<model>-<crop>-<codec>-<epochs>[-finetuned][-<augment>])")
     parser.add_argument("--install", action="store_true", help=f"copy the trained, calibrated model to {SHIPPED}")
     parser.add_argument("--limit", type=int, help="use only the first N LSPET training images (a smoke test)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -72,15 +77,20 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
     if not Path(args.lspet, "joints.mat").is_file():
         sys.exit(f"error: {args.lspet}: no joints.mat (LSP Extended); pass --lspet")
-    name = f"shipped-{args.model}-{args.crop}-{args.codec}-{args.epochs}"
+    augment = {k: v for k, v in {"rotation": args.rotation, "rotation_prob": args.rotation_prob,
+                                 "scale": args.scale}.items() if v is not None}
+    name = "-".join(["shipped", args.model, args.crop, args.codec, str(args.epochs)]
+                    + ["finetuned"] * bool(args.init) + [f"{k}{v:g}" for k, v in augment.items()])
     out = Path(args.run) if args.run else runs_dir() / name
     images = prepare(out, Path(args.lspet), args.limit, with_coco_sample=True)
     width, height = (int(v) for v in args.crop.split("x"))
     row = "lower_body"
-    params = run_params(out, images, width, height, {row: {"model": args.model, "subset": "full", "augment": True}},
+    params = run_params(out, images, width, height, {row: {"model": args.model, "subset": "full", "augment": True,
+                                                    "init": str(Path(args.init).resolve()) if args.init else ""}},
                         {"kind": args.codec, "sigma": args.sigma},
                         {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                         "lr_schedule": "cosine", "warmup_iters": args.warmup}, experiment="shipped-model")
+                         "lr_schedule": "cosine", "warmup_iters": args.warmup}, experiment="shipped-model",
+                        augment=augment)
     shards = shards_for(out, params)
     subsets = out / "subsets"
     ckpt = train_row(row, params, shards, subsets, out / "checkpoints" / row, out / "history" / f"{row}.csv",

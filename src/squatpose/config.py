@@ -92,6 +92,7 @@ class RowConfig:
     model: str = "resnet18"
     subset: str = "mini"
     augment: bool = False  # random scale/rotation/flip/half-body on its training batches (section augment)
+    init: str = ""  # a squatpose checkpoint whose weights it starts from (fine-tuning); empty: from scratch
 
 
 @dataclass(frozen=True)

@@ -91,16 +91,18 @@ def shards_for(out: Path, params: Params) -> Path:
 
 
 def run_params(out: Path, images: Path, width: int, height: int, rows: dict, codec: dict | None = None,
-               models: dict | None = None, experiment: str = "lspet-benchmark") -> Params:
+               models: dict | None = None, experiment: str = "lspet-benchmark",
+               augment: dict | None = None) -> Params:
     """The repository's params.yaml with `out`'s data, crop size `width` x `height`, `codec`
     overrides, per-architecture settings `models` (name -> overrides, added to every architecture
-    that has no entry in params.yaml) and `rows`; MLflow runs go to `out`/mlflow.db."""
+    that has no entry in params.yaml), `augment` overrides and `rows`; MLflow runs go to `out`/mlflow.db."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"].update(source="coco_dir", train_images=str(images), val_images=str(images),
                        train_annotations=str(annotation_file(out / "coco", "train")),
                        val_annotations=str(annotation_file(out / "coco", "val")))
     raw["crop"].update(width=width, height=height)
     raw["codec"].update(codec or {})
+    raw["augment"].update(augment or {})
     template = next(iter(raw["models"].values()))
     for row in rows.values():
         raw["models"].setdefault(row["model"], copy.deepcopy(template))

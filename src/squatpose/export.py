@@ -4,7 +4,6 @@ for onnxruntime. `pose_model.load_pose_model` runs either kind behind one call.
 """
 
 import contextlib
-import hashlib
 import io
 import json
 import tempfile
@@ -15,6 +14,7 @@ import torch
 
 from squatpose.atomic import atomic_path
 from squatpose.errors import SquatposeError
+from squatpose.fingerprint import file_sha256
 
 META_KEY = "squatpose_meta"  # metadata_props key holding the checkpoint's meta as JSON
 AGREEMENT = 1e-3  # the largest output difference allowed between the ONNX file and PyTorch
@@ -33,15 +33,6 @@ def onnx_session(path: Path, threads: int = 0):
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise SquatposeError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})") from None
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18) -> float:

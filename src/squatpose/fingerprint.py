@@ -82,3 +82,12 @@ def source_hash(*modules: str) -> str:
 def json_hash(value: Any) -> str:
     """Hash of a JSON-serialisable value (dict keys sorted)."""
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -30,8 +30,8 @@ from squatpose.codec import Codec, in_crop_keypoints, make_codec
 from squatpose.config import AugmentConfig, ModelConfig, Params
 from squatpose.device import pick_device
 from squatpose.errors import SquatposeError
-from squatpose.fingerprint import code_hash, json_hash
-from squatpose.models import ARCHITECTURES, build, count_macs, count_params, save_checkpoint
+from squatpose.fingerprint import code_hash, file_sha256, json_hash
+from squatpose.models import ARCHITECTURES, build, count_macs, count_params, load_checkpoint, save_checkpoint
 from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 
@@ -66,13 +66,17 @@ def code_of_row(model: str) -> str:
 def run_fingerprint(row_name: str, params: Params, train_ds: ShardDataset, val_ds: ShardDataset) -> str:
     """What decides a row's training trajectory: the row, its architecture's settings (but not
     `early_stop`, which only ends it), the codec, the settings of `train` that change weights (not
-    workers or device), the augmentation of an augmented row, the training code, and the exact
+    workers or device), the augmentation of an augmented row, the weights a fine-tuned row starts
+    from (their SHA-256, not the file's path), the training code, and the exact
     shards (their contents) and persons it trains and validates on. A last.pt is resumed only if equal."""
     row = params.row(row_name)
     t = params.train
     arch = {k: v for k, v in asdict(params.models[row.model]).items() if k != "early_stop"}
     augment = asdict(params.augment) if row.augment else None
-    return json_hash([row_name, asdict(row), arch, asdict(params.codec), t.seed, t.weight_decay, t.amp, augment,
+    start = {k: v for k, v in asdict(row).items() if k != "init"}  # rows from scratch keep their old keys
+    if row.init:
+        start["init_sha256"] = file_sha256(row.init)  # the weights, wherever the file lies
+    return json_hash([row_name, start, arch, asdict(params.codec), t.seed, t.weight_decay, t.amp, augment,
                       code_of_row(row.model),
                       [s["content"] for s in train_ds.index["shards"]], train_ds.ann_ids.tolist(),
                       [s["content"] for s in val_ds.index["shards"]], val_ds.ann_ids.tolist()])
@@ -149,7 +153,10 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
     train_ds, val_ds = row_datasets(row_name, row.subset, shards_root, subsets_dir)
     codec = make_codec(params.codec, params.crop)
     torch.manual_seed(tcfg.seed)
-    model = build(row.model, codec, mcfg.pretrained).to(device)
+    model = build(row.model, codec, mcfg.pretrained)
+    if row.init:
+        start_from(model, Path(row.init), row_name)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=mcfg.lr, weight_decay=tcfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     trajectory = run_fingerprint(row_name, params, train_ds, val_ds)
@@ -220,6 +227,18 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
         return final
     finally:
         _leave_distributed(world)
+
+
+def start_from(model: torch.nn.Module, checkpoint: Path, row_name: str) -> None:
+    """Load `checkpoint`'s weights into `model` (row `init`: fine-tuning, e.g. from the shipped
+    model); the checkpoint must hold the same architecture and head."""
+    weights, meta = load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(weights.state_dict())
+    except RuntimeError as e:
+        raise SquatposeError(f"{checkpoint}: cannot start row {row_name} from it: its {meta.get('model')} "
+                             f"({meta.get('codec', {}).get('kind', 'heatmap')} head) does not fit "
+                             f"({str(e).splitlines()[0][:120]})") from None
 
 
 def row_datasets(row_name: str, subset: str, shards_root: str | Path,
@@ -339,7 +358,7 @@ def save_final(final: Path, model: torch.nn.Module, state: dict, params: Params,
     meta = {"model": row.model, "row": row_name, "subset": row.subset, "epochs": mcfg.epochs,
             "epochs_run": len(history), "kept_epoch": kept, "stopped_early": len(history) < mcfg.epochs,
             "augment": asdict(params.augment) if row.augment else None,
-            "train_persons": train_persons, "params": count_params(model),
+            "init_sha256": file_sha256(row.init) if row.init else None, "train_persons": train_persons, "params": count_params(model),
             "macs": count_macs(model, params.crop.height, params.crop.width),
             "train_time_s": state["train_time_s"], "history": history, "mlflow_run_id": state["mlflow_run_id"],
             "crop": asdict(params.crop), "codec": asdict(params.codec),
