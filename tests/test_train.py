@@ -19,7 +19,8 @@ from squatpose.codec import HeatmapCodec, SimCCCodec
 from squatpose.config import SubsetsConfig, params_from_dict
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import Predictions, accuracy, evaluate_row, validate
-from squatpose.models import ARCHITECTURES, build, load_checkpoint
+from squatpose.fingerprint import file_sha256
+from squatpose.models import ARCHITECTURES, build, load_checkpoint, save_checkpoint
 from squatpose.models.heads import SimCCHead
 from squatpose.shards import ShardDataset, write_shards
 from squatpose.subsets import subset_path, write_subsets
@@ -463,3 +464,33 @@ def test_every_epoch_trains_in_train_mode_whatever_validation_left(data, tmp_pat
     train_row("r", params_from_dict(make_params(tmp_path, epochs=2)), data / "shards", data / "subsets",
               tmp_path / "o", progress=False, track=False, validate=careless_validate)
     assert len(modes) == 2 * 4 and all(modes)  # 25 persons in batches of 8, both epochs
+
+
+def test_a_row_fine_tunes_from_a_checkpoint_and_refuses_one_that_does_not_fit(data, tmp_path):
+    """rows.<name>.init: training starts from those weights (at a learning rate of 1e-9 it ends
+    where it started, not at the seeded random start), the weights' hash is part of the fingerprint
+    (a changed file retrains), and another architecture's checkpoint is refused naming the file."""
+    raw = make_params(tmp_path, epochs=2)
+    scratch = train_row("r", params_from_dict(raw), data / "shards", data / "subsets", tmp_path / "scratch",
+                        progress=False, track=False, validate=validate)
+    raw["rows"]["r"]["init"] = str(scratch)
+    raw["models"]["dilated"]["lr"] = 1e-9
+    tuned = train_row("r", params_from_dict(raw), data / "shards", data / "subsets", tmp_path / "tuned",
+                      progress=False, track=False, validate=validate)
+    a, meta_a = load_checkpoint(scratch)
+    b, meta_b = load_checkpoint(tuned)
+    torch.manual_seed(0)
+    fresh = build("dilated", HeatmapCodec())
+    for (name, x), y, z in zip(a.named_parameters(), b.parameters(), fresh.parameters()):
+        assert torch.allclose(x, y, atol=1e-6), name
+    assert max((x - z).abs().max().item() for x, z in zip(a.parameters(), fresh.parameters())) > 1e-3
+    assert meta_b["init_sha256"] == file_sha256(scratch) and meta_a["init_sha256"] is None
+    assert meta_b["fingerprint"] != meta_a["fingerprint"]
+
+    other = build("resnet18_fpn", HeatmapCodec())
+    save_checkpoint(tmp_path / "fpn.pt", other, {**meta_a, "model": "resnet18_fpn"})
+    raw["rows"]["r"]["init"] = str(tmp_path / "fpn.pt")
+    with pytest.raises(SquatposeError, match=r"fpn\.pt: cannot start row r from it: its resnet18_fpn"):
+        train_row("r", params_from_dict(raw), data / "shards", data / "subsets", tmp_path / "refused",
+                  progress=False, track=False, validate=validate)
+    assert not (tmp_path / "refused" / "model.pt").exists()
