@@ -11,7 +11,7 @@ from squatpose import tracking
 from squatpose.atomic import write_json
 from squatpose.errors import guarded
 from squatpose.config import CropConfig, RowConfig, load_params
-from squatpose.evaluate import evaluate_row
+from squatpose.evaluate import evaluate_row, summary
 from squatpose.models import load_checkpoint
 from squatpose.shards import write_shards
 from squatpose.subsets import subset_path
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the shipped checkpoint")
     parser.add_argument("--subsets", required=True, help="folder of the subset tables")
     parser.add_argument("--shards", required=True, help="folder for the val crops at the model's crop size")
-    parser.add_argument("--metrics", required=True, help="JSON file to write")
+    parser.add_argument("--metrics", required=True, help="JSON file for the summary (a DVC metric)")
+    parser.add_argument("--details", required=True, help="JSON file for the full metrics")
     parser.add_argument("--figures", required=True, help="folder for the PNG figures")
     args = parser.parse_args()
     params = load_params()
@@ -35,9 +36,11 @@ def main() -> None:
     ref = dataclasses.replace(params, crop=crop, rows={ROW: RowConfig(meta["model"], "full")})
     metrics = evaluate_row(ROW, ref, model, meta, args.shards, args.subsets, args.figures)
     metrics |= {"train_persons": meta.get("train_persons"), "trained_on": meta.get("trained_on"), "reference": True}
-    write_json(args.metrics, metrics)
-    tracking.log_evaluation(params.mlflow, meta.get("mlflow_run_id") or "", metrics, dataclasses.asdict(params.evaluate),
-                            [args.metrics, args.figures])
+    write_json(args.details, metrics)
+    write_json(args.metrics, summary(metrics))
+    tracking.log_evaluation(params.mlflow, meta.get("mlflow_run_id") or "", summary(metrics),
+                            dataclasses.asdict(params.evaluate), [args.details, args.figures],
+                            name="shipped model (reference, not retrained)")
     print(f"{ROW} (reference, not retrained): PCK@0.05 {metrics['pck@0.05']:.3f}, PCK@0.1 {metrics['pck@0.1']:.3f}")
 
 

@@ -1,4 +1,6 @@
 import dataclasses
+import difflib
+import shutil
 
 import pytest
 import yaml
@@ -32,6 +34,25 @@ def test_params_yaml_names_every_setting_that_config_py_defines():
     for name in raw["models"]:
         assert set(raw["models"][name]) == {x.name for x in dataclasses.fields(ModelConfig)}, name
     assert raw["model"] in raw["models"] and {r["model"] for r in raw["rows"].values()} <= set(raw["models"])
+
+
+@pytest.mark.parametrize("override, changed", [
+    ("model=dilated", ["model: dilated"]),
+    ("models.resnet18.lr_steps=[60,80]", ["    - 60", "    - 80"]),
+])
+def test_an_experiments_set_param_changes_only_its_own_lines(tmp_path, override, changed):
+    """params.yaml is written in the style DVC writes it (block lists, single quotes), so that
+    `dvc exp run -S` (DVC's own apply_overrides, used here) leaves a diff of just what changed."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", path)
+    apply_overrides(str(path), [override])
+    before, after = (REPO / "params.yaml").read_text().splitlines(), path.read_text().splitlines()
+    diff = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert [line[1:] for line in diff if line.startswith("+")] == changed
+    assert len([line for line in diff if line.startswith("-")]) == len(changed)
 
 
 def test_rows_must_name_a_configured_model_and_subset():

@@ -24,9 +24,10 @@ def test_evaluation_of_weights_whose_training_run_is_not_in_the_store(tmp_path, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.json").write_text("{}")
-    child = log_evaluation(MlflowConfig(), "0ca05332f2344cf28c78790dd43c04a6", {"pck@0.05": 0.5}, {"flip_test": False},
-                           [tmp_path / "m.json"])
-    run = mlflow.MlflowClient().get_run(child)
-    assert run.data.metrics["final.pck_at_0.05"] == 0.5
-    parent = mlflow.MlflowClient().get_run(run.data.tags["evaluation_of"])
-    assert parent.data.tags["missing_training_run"] == "0ca05332f2344cf28c78790dd43c04a6"
+    run_id = log_evaluation(MlflowConfig(), "0ca05332f2344cf28c78790dd43c04a6", {"row": "x", "pck@0.05": 0.5},
+                            {"flip_test": False}, [tmp_path / "m.json"], name="shipped model")
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.data.metrics == {"pck_at_0.05": 0.5} and run.data.tags["evaluate.flip_test"] == "False"
+    assert run.data.tags["missing_training_run"] == "0ca05332f2344cf28c78790dd43c04a6"
+    assert run.info.run_name == "shipped model" and run.info.status == "FINISHED"
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(run_id)] == ["m.json"]

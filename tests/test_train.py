@@ -1,5 +1,6 @@
 """Training on real sample crops: overfitting, resume after a kill, DDP, MLflow."""
 
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import yaml
 from squatpose.codec import HeatmapCodec, SimCCCodec
 from squatpose.config import SubsetsConfig, params_from_dict
 from squatpose.errors import SquatposeError
-from squatpose.evaluate import Predictions, accuracy, evaluate_row, validate
+from squatpose.evaluate import Predictions, accuracy, evaluate_row, summary, validate
 from squatpose.fingerprint import file_sha256
 from squatpose.models import ARCHITECTURES, build, load_checkpoint, save_checkpoint
 from squatpose.models.heads import SimCCHead
@@ -366,7 +367,7 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     p = run(str(REPO / "stages" / "evaluate.py"), "--row", "r", "--checkpoint", "ckpt/model.pt",
             "--shards", str(data / "shards" / "val"), "--subsets", str(data / "subsets"),
-            "--metrics", "r.json", "--figures", "fig")
+            "--metrics", "r.json", "--details", "r-full.json", "--figures", "fig")
     assert p.returncode == 0, p.stderr[-3000:]
     port = _free_port()
     server = subprocess.Popen(
@@ -384,14 +385,10 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
             except Exception:
                 assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on its runs
         runs = client.search_runs([exp.experiment_id])
-        assert len(runs) == 2  # the training run and its evaluation (a child run)
-        r = next(x for x in runs if "evaluation_of" not in x.data.tags)
-        child = next(x for x in runs if "evaluation_of" in x.data.tags)
-        assert child.data.tags["mlflow.parentRunId"] == r.info.run_id == child.data.tags["evaluation_of"]
-        assert child.data.params["evaluate.flip_test"] == "False"
-        assert child.data.metrics["final.pck_at_0.05"] == r.data.metrics["final.pck_at_0.05"]
-        assert r.data.tags["latest_evaluation"] == child.info.run_id
+        assert len(runs) == 1  # the evaluation is recorded on the training run
+        r = runs[0]
         assert r.info.status == "FINISHED"
         assert r.data.tags["model"] == "dilated" and r.data.tags["subset"] == "lower60k"
         assert r.data.tags["git_commit"] == commit
@@ -401,12 +398,25 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
         assert r.data.metrics["kept_epoch"] in (1, 2) and r.data.params["model.lr_schedule"] == "step"
         assert r.data.params["augment"] == "False"
         assert r.data.params["codec.kind"] == "heatmap" and r.data.params["codec.decoding"] == "quarter"
-        metrics = yaml.safe_load((tmp_path / "r.json").read_text())
-        assert r.data.metrics["final.pck_at_0.05"] == pytest.approx(metrics["pck@0.05"])
-        assert metrics["codec"] == "HeatmapCodec" and metrics["decoding"] == "quarter"
-        names = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"r.json", "fig"} <= names
-        assert {a.path for a in client.list_artifacts(child.info.run_id, "fig")} == {"fig/heatmaps.png", "fig/predictions.png"}
+        # the evaluation: the DVC metric file's numbers under the same names ('@' as '_at_'), once
+        summary = yaml.safe_load((tmp_path / "r.json").read_text())
+        assert set(summary) == {"row", "pck@0.05", "pck@0.1", "ap", "knee_mae_left_deg", "knee_mae_right_deg"}
+        for key, value in summary.items():
+            if key != "row":
+                [point] = client.get_metric_history(r.info.run_id, key.replace("@", "_at_"))
+                assert point.value == pytest.approx(value)
+        assert not any(k.startswith("final.") for k in r.data.metrics)
+        assert r.data.tags["evaluate.flip_test"] == "False"
+        details = yaml.safe_load((tmp_path / "r-full.json").read_text())
+        assert details["codec"] == "HeatmapCodec" and details["decoding"] == "quarter"
+        assert details["pck@0.05"] == summary["pck@0.05"] and "train_time_s" not in details
+        # the run ended when its training ended, not when the evaluation wrote to it
+        evaluated = client.get_metric_history(r.info.run_id, "pck_at_0.05")[0].timestamp
+        assert r.info.end_time < evaluated
+        assert r.info.end_time - r.info.start_time < 1000 * r.data.metrics["train_time_s"] + 30_000
+        names = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"r-full.json", "fig", "history.csv"} <= names
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "fig")} == {"fig/heatmaps.png", "fig/predictions.png"}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -431,19 +441,36 @@ def test_results_table_from_real_evaluations(data, tmp_path):
         meta = {"model": model_name, "params": 1e6, "macs": 2e9, "train_time_s": 3.0, "epochs": 1, "train_persons": 5}
         metrics[row] = evaluate_row(row, params, build(model_name).eval(), meta, data / "shards" / "val",
                                     data / "subsets")
-        write_json(tmp_path / "rows" / f"{row}.json", metrics[row])
+        write_json(tmp_path / "details" / f"{row}.json", metrics[row])
+        write_json(tmp_path / "rows" / f"{row}.json", summary(metrics[row]))
+        history = pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-3], "train_loss": [0.5, 0.4], "val_loss": [0.6, 0.5],
+                                "val_pck@0.05": [0.1, 0.2], "samples": [5, 5]})
+        (tmp_path / "history").mkdir(exist_ok=True)
+        history.assign(train_loss=history.train_loss + len(row)).to_csv(tmp_path / "history" / f"{row}.csv", index=False)
     write_json(tmp_path / "reference.json", metrics["a"] | {"row": "shipped"})
-    table = write_report(params, tmp_path / "rows", tmp_path / "out", tmp_path / "reference.json")
+    dirs = tmp_path / "rows", tmp_path / "details", tmp_path / "history"
+    table = write_report(params, *dirs, tmp_path / "out", tmp_path / "reference.json")
     assert table["row"].tolist() == ["a", "b", "shipped (reference, not retrained)"]
     assert table["val_persons"].tolist() == [22, metrics["b"]["val_persons"], 22] and metrics["b"]["val_persons"] > 22
     assert table.loc[1, "pck@0.05 LKnee"] == metrics["b"]["pck@0.05_joints"]["left_knee"]
     assert table.loc[0, "GMACs"] == 2.0 and table.loc[0, "knee angle MAE L (deg)"] == metrics["a"]["knee_angle"]["left_mae_deg"]
+    assert not any("time" in c for c in table.columns)  # wall-clock figures are MLflow's and the benchmarks'
     assert (tmp_path / "out" / "metrics.json").read_text() == (tmp_path / "rows" / "b.json").read_text()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {
+        "row": "b", "pck@0.05": metrics["b"]["pck@0.05"], "pck@0.1": metrics["b"]["pck@0.1"], "ap": metrics["b"]["ap"],
+        "knee_mae_left_deg": metrics["b"]["knee_angle"]["left_mae_deg"],
+        "knee_mae_right_deg": metrics["b"]["knee_angle"]["right_mae_deg"]}
     md = (tmp_path / "out" / "results.md").read_text()
     assert f"| a | dilated | lower60k | 5 | 22 | 1 | {metrics['a']['val_loss']:.3f} |" in md
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert history["row"].tolist() == ["a", "a", "b", "b"] and history["train_loss"].tolist() == [1.5, 1.4, 1.5, 1.4]
     with pytest.raises(SquatposeError, match="no metrics for row b"):
-        (tmp_path / "rows" / "b.json").unlink()
-        write_report(params, tmp_path / "rows", tmp_path / "out2")
+        (tmp_path / "details" / "b.json").unlink()
+        write_report(params, *dirs, tmp_path / "out2")
+    write_json(tmp_path / "details" / "b.json", metrics["b"])
+    (tmp_path / "history" / "b.csv").unlink()
+    with pytest.raises(SquatposeError, match=r"b\.csv: no training history for row b"):
+        write_report(params, *dirs, tmp_path / "out2")
 
 
 def test_every_epoch_trains_in_train_mode_whatever_validation_left(data, tmp_path, monkeypatch):

@@ -86,6 +86,16 @@ def validator(params: Params) -> Callable[[nn.Module, ShardDataset, Codec, torch
     return functools.partial(validate, batch_size=params.evaluate.batch_size)
 
 
+def summary(metrics: dict) -> dict:
+    """What a user compares between rows and experiments (`dvc metrics show`, `dvc exp show`,
+    MLflow): PCK@0.05 and 0.1, AP and the knee-angle error, from `evaluate_row`'s full metrics
+    (per-joint PCK, counts, sizes stay in those). No wall-clock figures: they differ between
+    machines and runs, and live in MLflow and the benchmarks."""
+    return {"row": metrics["row"], "pck@0.05": metrics["pck@0.05"], "pck@0.1": metrics["pck@0.1"],
+            "ap": metrics["ap"], "knee_mae_left_deg": metrics["knee_angle"]["left_mae_deg"],
+            "knee_mae_right_deg": metrics["knee_angle"]["right_mae_deg"]}
+
+
 def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, shards_dir: str | Path,
                  subsets_dir: str | Path, figures_dir: str | Path | None = None,
                  device: str | torch.device = "cpu") -> dict:
@@ -104,8 +114,7 @@ def evaluate_row(row_name: str, params: Params, model: nn.Module, meta: dict, sh
     metrics = {
         "row": row_name, "model": row.model, "subset": row.subset, "val_persons": len(ds),
         "val_loss": pred.loss, **accuracy(pred, ds),
-        "params": meta.get("params"), "macs": meta.get("macs"),
-        "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
+        "params": meta.get("params"), "macs": meta.get("macs"), "epochs": meta.get("epochs"),
         "train_persons": meta.get("train_persons"),
         "flip_test": cfg.flip_test, "codec": type(codec).__name__, "decoding": getattr(codec, "decoding", None),
     }

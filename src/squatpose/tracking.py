@@ -60,7 +60,9 @@ def experiment_id(cfg: MlflowConfig) -> str:
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
+    # a model-training experiment: MLflow 3's UI opens it on its runs table, not the GenAI overview
+    return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts,
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def start_training_run(params: Params, row_name: str, run_id: str | None, train_persons: int):
@@ -100,18 +102,21 @@ class TrainingRun:
         if self.active:
             import mlflow
 
-            mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in entry.items() if k not in ("epoch", "samples")},
+            mlflow.log_metrics({metric_name(k): v for k, v in entry.items() if k not in ("epoch", "samples")},
                                step=entry["epoch"])
 
-    def log_final(self, meta: dict) -> None:
-        """Training time, the epoch model.pt keeps and its val PCK@0.05, from model.pt's metadata."""
+    def log_final(self, meta: dict, history_path: str | Path | None = None) -> None:
+        """Training time, the epoch model.pt keeps and its val PCK@0.05, from model.pt's metadata;
+        the history CSV as an artifact."""
         if self.active:
             import mlflow
 
             kept, history = meta["kept_epoch"], meta["history"]
             kept_pck = history[kept - 1]["val_pck@0.05"] if history else float("nan")
             mlflow.log_metrics({"train_time_s": meta["train_time_s"], "kept_epoch": kept,
-                                "kept_val_pck_at_0.05": kept_pck})
+                                metric_name("kept_val_pck@0.05"): kept_pck})
+            if history_path and Path(history_path).is_file():
+                mlflow.log_artifact(str(history_path))
 
 
 @contextlib.contextmanager
@@ -135,46 +140,47 @@ def training_run(params: Params, row_name: str, run_id: str | None, train_person
             mlflow.end_run()
 
 
-def log_evaluation(cfg: MlflowConfig, run_id: str, metrics: dict, settings: dict,
-                   artifacts: list[str | Path], checkpoint: str | Path | None = None) -> str:
-    """Record one evaluation of a trained row as a child run of its training run: its settings
-    (flip test, ...) as params, its metrics, figures and JSON as artifacts.
+def metric_name(key: str) -> str:
+    """The MLflow name of a metric: the DVC metrics' name with '@' (which MLflow refuses) as '_at_'."""
+    return key.replace("@", "_at_")
 
-    The training run also gets the metrics as `final.*` (the latest evaluation) and a tag naming
-    that child run, so a re-evaluation with other settings never hides which settings gave which
-    numbers. Returns the child run's id.
+
+def log_evaluation(cfg: MlflowConfig, run_id: str, summary: dict, settings: dict, artifacts: list[str | Path],
+                   checkpoint: str | Path | None = None, name: str = "evaluation") -> str:
+    """Record an evaluation on the row's training run: the summary metrics (evaluate.summary, under
+    the names of the DVC metric files), the evaluation settings as `evaluate.*` tags (a
+    re-evaluation with other settings updates them and adds a point to each metric), the full
+    metrics and the figures as artifacts. Through the client API, so the training run keeps the
+    start and end of its training. Weights trained elsewhere (their run is not in this store) get
+    a run of their own named `name`. Returns the id of the run written to.
     """
-    import mlflow
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
 
     exp = experiment_id(cfg)
+    client = MlflowClient(tracking_uri(cfg))
+    own_run = False
     try:
-        mlflow.MlflowClient().get_run(run_id)
-        parent_run = {"run_id": run_id}
-    except mlflow.exceptions.MlflowException:  # weights trained elsewhere, or the store was reset
+        client.get_run(run_id)
+    except MlflowException:  # weights trained elsewhere, or the store was reset
         log.warning("training run %s is not in the MLflow store %s: the evaluation goes into a new run",
-                    run_id, tracking_uri(cfg))
-        parent_run = {"experiment_id": exp, "run_name": f"evaluation of {Path(checkpoint or 'a checkpoint').parent.name}",
-                      "tags": {"missing_training_run": run_id}}
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float))})
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[key] = value
-    final = {f"final.{k.replace('@', '_at_')}": float(v) for k, v in flat.items()}
-    with mlflow.start_run(**parent_run) as parent:
-        with mlflow.start_run(run_name=f"{parent.info.run_name} evaluation", nested=True,
-                              experiment_id=parent.info.experiment_id,
-                              tags={"evaluation_of": parent.info.run_id}) as child:
-            mlflow.log_params({f"evaluate.{k}": v for k, v in settings.items()})
-            mlflow.log_metrics(final)
-            for path in map(Path, artifacts):
-                if path.is_dir():
-                    mlflow.log_artifacts(str(path), artifact_path=path.name)
-                elif path.is_file():
-                    mlflow.log_artifact(str(path))
-            if checkpoint:
-                mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
-        mlflow.log_metrics(final)
-        mlflow.set_tag("latest_evaluation", child.info.run_id)
-    return child.info.run_id
+                    run_id or "(none)", tracking_uri(cfg))
+        run_id = client.create_run(exp, run_name=name, tags={"missing_training_run": run_id}).info.run_id
+        own_run = True
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in summary.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(f"evaluate.{k}", str(v)) for k, v in settings.items()])
+    for path in map(Path, artifacts):
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+        elif path.is_file():
+            client.log_artifact(run_id, str(path))
+    if checkpoint:
+        client.log_artifact(run_id, str(checkpoint), artifact_path="checkpoint")
+    if own_run:
+        client.set_terminated(run_id)
+    return run_id

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # validate(model, val_ds, codec, device) -> (val loss, val PCK@0.05): evaluate.validator(params)
 Validate = Callable[[torch.nn.Module, ShardDataset, Codec, torch.device], tuple[float, float]]
 
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_pck@0.05", "samples", "samples_per_s")
+# the history CSV: what a rerun on the same machine reproduces (samples/s, a wall-clock figure, is in MLflow)
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_pck@0.05", "samples")
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:
@@ -128,7 +129,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
 
 def write_history(path: Path, history: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, HISTORY_FIELDS)
+        writer = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
 
@@ -223,7 +224,7 @@ def train_row(row_name: str, params: Params, shards_root: str | Path, subsets_di
                 meta = save_final(final, model, state, params, row_name, len(train_ds), world, checksums,
                                   model_fingerprint(trajectory, params, row_name))
                 last.unlink(missing_ok=True)  # only an interrupted run resumes; a finished one is done
-                run.log_final(meta)
+                run.log_final(meta, history_path)
         return final
     finally:
         _leave_distributed(world)
