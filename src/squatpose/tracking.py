@@ -60,9 +60,7 @@ def experiment_id(cfg: MlflowConfig) -> str:
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    # a model-training experiment: MLflow 3's UI opens it on its runs table, not the GenAI overview
-    return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts,
-                                    tags={"mlflow.experimentKind": "custom_model_development"})
+    return mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
 
 
 def start_training_run(params: Params, row_name: str, run_id: str | None, train_persons: int):
