@@ -6,7 +6,6 @@ page that needs the internet shows it. Screenshots go to test-screenshots/ (not 
 import contextlib
 import os
 import shutil
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

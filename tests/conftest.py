@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,13 @@ SHARED = REPO.parent / "shared" / "data"
 
 def ann_path(root: Path, split: str) -> Path:
     return root / "annotations" / f"person_keypoints_{split}2017.json"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def load_json(path: Path) -> dict:

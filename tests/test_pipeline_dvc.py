@@ -15,7 +15,7 @@ import yaml
 
 from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
-from tests.conftest import REPO, ann_path, load_json, raw_counts
+from tests.conftest import REPO, ann_path, free_port, load_json, raw_counts
 
 pytestmark = pytest.mark.slow
 
@@ -214,14 +214,6 @@ ROWS_JS = """() => {
   }
   return Object.values(rows);
 }""" % PCK_COLUMN
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, server: subprocess.Popen, seconds: float = 90) -> None:

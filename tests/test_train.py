@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from squatpose.shards import ShardDataset, write_shards
 from squatpose.subsets import subset_path, write_subsets
 from squatpose.train import train_row, train_step
 from squatpose.config import CropConfig
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, free_port
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
@@ -329,7 +328,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(data, tmp_path):
     make_params(tmp_path, epochs=1)
     torchrun = Path(sys.executable).parent / "torchrun"
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()),
          str(REPO / "stages" / "train.py"), "--row", "r", "--shards", str(data / "shards"),
          "--subsets", str(data / "subsets"), "--out", str(tmp_path / "ddp")],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -340,12 +339,6 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(data, tmp_path):
     assert len(meta["replica_checksums"]) == 2 and len(set(meta["replica_checksums"])) == 1
     # the two ranks together saw the 25 persons once (the distributed sampler pads to 26), not twice
     assert meta["history"][0]["samples"] == 26
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -369,7 +362,7 @@ def test_mlflow_server_shows_the_run(data, tmp_path):
             "--shards", str(data / "shards" / "val"), "--subsets", str(data / "subsets"),
             "--metrics", "r.json", "--details", "r-full.json", "--figures", "fig")
     assert p.returncode == 0, p.stderr[-3000:]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--workers", "1"],
