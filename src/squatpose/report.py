@@ -36,7 +36,7 @@ def results_table(params: Params, details_dir: str | Path, reference: str | Path
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub table; floats to 3 decimals (times and counts to 1)."""
+    """A GitHub table; floats to 3 decimals (sizes and angles to 1)."""
     def fmt(col: str, v) -> str:
         if isinstance(v, float):
             return f"{v:.1f}" if col in ("params (M)", "GMACs") or "deg" in col else f"{v:.3f}"
