@@ -71,8 +71,9 @@ def history_table(params: Params, history_dir: str | Path) -> pd.DataFrame:
 
 def write_report(params: Params, rows_dir: str | Path, details_dir: str | Path, history_dir: str | Path,
                  out_dir: str | Path, reference: str | Path | None = None) -> pd.DataFrame:
-    """results.md and results.csv (from the rows' full metrics in `details_dir`), the headline
-    metrics.json (the summary in `rows_dir` of the first row of `params.model`) and history.csv."""
+    """results.md and results.csv (from the rows' full metrics in `details_dir`), metrics.json (the
+    summary in `rows_dir` of the headline row, the first of `params.model`, under `headline`) and
+    history.csv."""
     out_dir = Path(out_dir)
     table = results_table(params, details_dir, reference)
     with atomic_path(out_dir / "results.csv") as tmp:
@@ -83,5 +84,7 @@ def write_report(params: Params, rows_dir: str | Path, details_dir: str | Path, 
     with atomic_path(out_dir / "history.csv") as tmp:
         history_table(params, history_dir).to_csv(tmp, index=False)
     headline = headline_row(params)
-    write_json(out_dir / "metrics.json", json.loads((Path(rows_dir) / f"{headline}.json").read_text()))
+    summary = json.loads((Path(rows_dir) / f"{headline}.json").read_text())
+    # under names of its own: `dvc exp show` prefixes a name that several files share with the file
+    write_json(out_dir / "metrics.json", {"headline": {"row": headline, **summary}})
     return table
