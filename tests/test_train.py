@@ -448,7 +448,7 @@ def test_results_table_from_real_evaluations(data, tmp_path):
     assert not any("time" in c for c in table.columns)  # wall-clock figures are MLflow's and the benchmarks'
     knee = metrics["b"]["knee_angle"]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == {"headline": {
-        "row": "b", "pck@0.05": metrics["b"]["pck@0.05"], "pck@0.1": metrics["b"]["pck@0.1"], "ap": metrics["b"]["ap"],
+        "pck@0.05": metrics["b"]["pck@0.05"], "pck@0.1": metrics["b"]["pck@0.1"], "ap": metrics["b"]["ap"],
         "knee_mae_deg": pytest.approx((knee["left_mae_deg"] * knee["left_n"] + knee["right_mae_deg"] * knee["right_n"])
                                       / (knee["left_n"] + knee["right_n"]))}}
     md = (tmp_path / "out" / "results.md").read_text()

@@ -165,7 +165,7 @@ def test_a_sure_model_judges_depth_and_an_uncalibrated_one_does_not():
     assert np.isfinite(result.table[f"knee_angle_{side}_unc"]).mean() > 0.5
     bare = analyze_tracks(tracked, FPS, Settings(view="side"), calibration=None)
     assert all(r["depth"] in ("unsure", None) for r in bare.summary["reps"])
-    assert any("the model has no calibration of its errors" in f for f in bare.summary["feedback"])
+    assert any("its uncertainty is unknown (a model without calibration" in f for f in bare.summary["feedback"])
     assert bare.summary["uncertainty"].startswith("unknown")
 
 

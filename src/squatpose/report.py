@@ -73,7 +73,7 @@ def write_report(params: Params, rows_dir: str | Path, details_dir: str | Path, 
                  out_dir: str | Path, reference: str | Path | None = None) -> pd.DataFrame:
     """results.md and results.csv (from the rows' full metrics in `details_dir`), metrics.json (the
     summary in `rows_dir` of the headline row, the first of `params.model`, under `headline`) and
-    history.csv."""
+    history.csv. The headline's row name is in results.md; `dvc exp show` has `model`."""
     out_dir = Path(out_dir)
     table = results_table(params, details_dir, reference)
     with atomic_path(out_dir / "results.csv") as tmp:
@@ -86,5 +86,6 @@ def write_report(params: Params, rows_dir: str | Path, details_dir: str | Path, 
     headline = headline_row(params)
     summary = json.loads((Path(rows_dir) / f"{headline}.json").read_text())
     # under names of its own: `dvc exp show` prefixes a name that several files share with the file
-    write_json(out_dir / "metrics.json", {"headline": {"row": headline, **summary}})
+    # (`model` in params.yaml names the row's architecture, so the row's name is left out: narrower)
+    write_json(out_dir / "metrics.json", {"headline": summary})
     return table

@@ -47,9 +47,10 @@ def _thigh_words(thigh: float, unc: float | None) -> str:
 
 
 def _why(e: AtBottom, joints: list[str], unc: float | None) -> str:
-    """Why a value is not judged: no calibration, or the least confident of `joints` at the bottom."""
+    """Why a value is not judged: its uncertainty is unknown (a model without calibration, or a
+    value filled in between confident frames, which has no ±), or the least confident of `joints`."""
     if unc is None:
-        return "the model has no calibration of its errors"
+        return "its uncertainty is unknown (a model without calibration, or a value filled in between confident frames)"
     known = {j: e.confidence[j] for j in joints if e.confidence.get(j) is not None}
     if not known:
         return "joint positions uncertain"
