@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
-want=$(cat requirements.lock pyproject.toml .dvc/plots/package-lock.json scripts/plots_template.py | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements.lock pyproject.toml .dvc/plots/package-lock.json scripts/plots_template.py; command -v npm || true) \
+  | sha256sum | cut -d' ' -f1)
 stamp=.venv/.locked
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f .dvc/plots/offline.html ]; then
   exit 0
@@ -19,11 +20,10 @@ pip() {  # quiet, without the warnings some machines' pip.conf causes for every 
 pip install --quiet -r requirements.lock
 pip install --quiet --no-deps --no-build-isolation -e .
 # the vega libraries for `dvc plots show` pages that work offline (.dvc/plots/package-lock.json)
-if command -v npm >/dev/null; then
-  npm ci --prefix .dvc/plots --no-audit --no-fund --ignore-scripts --silent
+if command -v npm >/dev/null && npm ci --prefix .dvc/plots --no-audit --no-fund --ignore-scripts --silent; then
   .venv/bin/python scripts/plots_template.py
 else
-  echo "warning: npm not found: \`dvc plots show\` pages will load vega from the internet" >&2
+  echo "warning: no npm, or the npm registry out of reach: \`dvc plots show\` pages will load vega from the internet" >&2
   .venv/bin/python scripts/plots_template.py --online
 fi
 echo "$want" > "$stamp"

@@ -17,6 +17,22 @@ def ann_path(root: Path, split: str) -> Path:
     return root / "annotations" / f"person_keypoints_{split}2017.json"
 
 
+def sample_shards(root: Path) -> Path:
+    """The embedded sample's subset tables (`root`/subsets) and its train and val persons as shards
+    at the pipeline's crop, 192x256 (`root`/shards/{train,val}, returned), as the pipeline lays them out."""
+    import pandas as pd
+
+    from squatpose.config import CropConfig, SubsetsConfig
+    from squatpose.shards import write_shards
+    from squatpose.subsets import subset_path, write_subsets
+
+    write_subsets(SAMPLE, root / "subsets", root / "subsets.json", SubsetsConfig())
+    for split in ("train", "val"):
+        table = pd.read_parquet(subset_path(root / "subsets", split, "full"))
+        write_shards(table, root / "shards" / split, CropConfig(), 64, 1, progress=False)
+    return root / "shards"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

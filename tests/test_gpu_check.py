@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from squatpose.models import ARCHITECTURES
-from tests.conftest import REPO
+from tests.conftest import REPO, sample_shards
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SHARDS = REPO / "data" / "shards" / "sample"
 CHECKS = {"bf16", "channels_last", "ddp", "resume", "resume_scaler", "imports"}
 
 
@@ -24,10 +23,8 @@ def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_dry_run_exercises_every_path(tmp_path: Path):
-    if not (SHARDS / "train" / "index.json").is_file():
-        pytest.skip("no sample shards in data/shards/sample (run `dvc repro`)")
     out = tmp_path / "gpu.json"
-    proc = run_script("--dry-run", "--out", str(out))
+    proc = run_script("--dry-run", "--shards", str(sample_shards(tmp_path)), "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ARCHITECTURES:
         assert name in proc.stdout

@@ -31,3 +31,11 @@ def test_evaluation_of_weights_whose_training_run_is_not_in_the_store(tmp_path, 
     assert run.data.tags["missing_training_run"] == "0ca05332f2344cf28c78790dd43c04a6"
     assert run.info.run_name == "shipped model" and run.info.status == "FINISHED"
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(run_id)] == ["m.json"]
+    again = log_evaluation(MlflowConfig(), "0ca05332f2344cf28c78790dd43c04a6", {"pck@0.05": 0.6}, {"flip_test": True},
+                           [], name="shipped model")
+    assert again == run_id  # a rerun of the same weights' evaluation: the same run, a second point
+    history = mlflow.MlflowClient().get_metric_history(run_id, "pck_at_0.05")
+    assert sorted(m.value for m in history) == [0.5, 0.6]
+    assert mlflow.MlflowClient().get_run(run_id).data.tags["evaluate.flip_test"] == "True"
+    other = log_evaluation(MlflowConfig(), "", {"pck@0.05": 0.1}, {}, [], name="shipped model")
+    assert other != run_id  # other weights (no run id at all): a run of their own

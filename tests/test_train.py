@@ -16,26 +16,23 @@ import torch
 import yaml
 
 from squatpose.codec import HeatmapCodec, SimCCCodec
-from squatpose.config import SubsetsConfig, params_from_dict
+from squatpose.config import params_from_dict
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import Predictions, accuracy, evaluate_row, summary, validate
 from squatpose.fingerprint import file_sha256
 from squatpose.models import ARCHITECTURES, build, load_checkpoint, save_checkpoint
 from squatpose.models.heads import SimCCHead
-from squatpose.shards import ShardDataset, write_shards
-from squatpose.subsets import subset_path, write_subsets
+from squatpose.shards import ShardDataset
+from squatpose.subsets import subset_path
 from squatpose.train import train_row, train_step
-from squatpose.config import CropConfig
-from tests.conftest import REPO, SAMPLE, free_port
+from tests.conftest import REPO, free_port, sample_shards
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Subset tables and shards of the embedded sample, as the pipeline lays them out."""
     root = tmp_path_factory.mktemp("data")
-    write_subsets(SAMPLE, root / "subsets", root / "subsets.json", SubsetsConfig())
-    for split in ("train", "val"):
-        table = pd.read_parquet(subset_path(root / "subsets", split, "full"))
-        write_shards(table, root / "shards" / split, CropConfig(), 64, 1, progress=False)
+    sample_shards(root)
     return root
 
 
@@ -503,7 +500,18 @@ def test_a_row_fine_tunes_from_a_checkpoint_and_refuses_one_that_does_not_fit(da
         assert torch.allclose(x, y, atol=1e-6), name
     assert max((x - z).abs().max().item() for x, z in zip(a.parameters(), fresh.parameters())) > 1e-3
     assert meta_b["init_sha256"] == file_sha256(scratch) and meta_a["init_sha256"] is None
-    assert meta_b["fingerprint"] != meta_a["fingerprint"]
+    # the same weights at another path: the run is up to date and kept; other weights: it retrains
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes(scratch.read_bytes())
+    raw["rows"]["r"]["init"] = str(moved)
+    kept = tuned.stat().st_mtime_ns
+    train_row("r", params_from_dict(raw), data / "shards", data / "subsets", tmp_path / "tuned",
+              progress=False, track=False, validate=validate)
+    assert tuned.stat().st_mtime_ns == kept
+    save_checkpoint(moved, fresh, meta_a)
+    train_row("r", params_from_dict(raw), data / "shards", data / "subsets", tmp_path / "tuned",
+              progress=False, track=False, validate=validate)
+    assert load_checkpoint(tuned)[1]["init_sha256"] == file_sha256(moved) != meta_b["init_sha256"]
 
     other = build("resnet18_fpn", HeatmapCodec())
     save_checkpoint(tmp_path / "fpn.pt", other, {**meta_a, "model": "resnet18_fpn"})

@@ -84,7 +84,11 @@ def write_report(params: Params, rows_dir: str | Path, details_dir: str | Path, 
     with atomic_path(out_dir / "history.csv") as tmp:
         history_table(params, history_dir).to_csv(tmp, index=False)
     headline = headline_row(params)
-    summary = json.loads((Path(rows_dir) / f"{headline}.json").read_text())
+    path = Path(rows_dir) / f"{headline}.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SquatposeError(f"{path}: no summary metrics for the headline row {headline} ({e})") from None
     # under names of its own: `dvc exp show` prefixes a name that several files share with the file
     # (`model` in params.yaml names the row's architecture, so the row's name is left out: narrower)
     write_json(out_dir / "metrics.json", {"headline": summary})

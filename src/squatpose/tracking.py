@@ -150,7 +150,7 @@ def log_evaluation(cfg: MlflowConfig, run_id: str, summary: dict, settings: dict
     re-evaluation with other settings updates them and adds a point to each metric), the full
     metrics and the figures as artifacts. Through the client API, so the training run keeps the
     start and end of its training. Weights trained elsewhere (their run is not in this store) get
-    a run of their own named `name`. Returns the id of the run written to.
+    a run of their own named `name`, the same one each time. Returns the id of the run written to.
     """
     import time
 
@@ -166,7 +166,11 @@ def log_evaluation(cfg: MlflowConfig, run_id: str, summary: dict, settings: dict
     except MlflowException:  # weights trained elsewhere, or the store was reset
         log.warning("training run %s is not in the MLflow store %s: the evaluation goes into a new run",
                     run_id or "(none)", tracking_uri(cfg))
-        run_id = client.create_run(exp, run_name=name, tags={"missing_training_run": run_id}).info.run_id
+        # the same weights evaluated again (a rerun of `reference`) write to their run, not a new one
+        same = [r for r in client.search_runs([exp], filter_string=f"attributes.run_name = '{name}'")
+                if r.data.tags.get("missing_training_run") == run_id]
+        run_id = same[0].info.run_id if same else client.create_run(
+            exp, run_name=name, tags={"missing_training_run": run_id}).info.run_id
         own_run = True
     now = int(time.time() * 1000)
     metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in summary.items()
