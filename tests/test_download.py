@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import json
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,7 @@ class Server:
         self.requests: list[tuple[str, str | None]] = []
         self.cut_after: dict[str, int] = {}  # path -> bytes to send before dropping the connection
         self.ignore_range = False  # answer every request with the whole file (200)
+        self.no_length = False  # send no Content-Length (the body ends when the connection closes)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,7 +51,10 @@ class Server:
                 self.send_response(206 if rng else 200)
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
+                if not server.no_length:
+                    self.send_header("Content-Length", str(len(body) - start))
+                else:
+                    self.close_connection = True
                 self.end_headers()
                 cut = server.cut_after.pop(self.path, None)
                 self.wfile.write(body[start:cut] if cut is not None else body[start:])
@@ -207,6 +212,39 @@ def test_http_404_is_a_clear_error(tmp_path, coco_like):
         with pytest.raises(DownloadError, match=r"/zips/train.zip: HTTP 404"):
             download_archives(srv.url, archives, tmp_path / "raw", tmp_path / "dl", progress=False)
     assert not (tmp_path / "raw" / "train2017").exists()
+
+
+def test_a_mirror_at_download_base_url_serves_the_official_paths_at_its_own_sizes(tmp_path, coco_like):
+    """The coco2017 source through `download.base_url`: a mirror's repacked archives (not COCO's
+    sizes) are fetched at the size it states, resumed after a cut, and extracted into COCO's layout."""
+    files, _ = coco_like
+    mirror = {"/annotations/annotations_trainval2017.zip": files["/annotations/ann.zip"],
+              "/zips/val2017.zip": files["/zips/val.zip"], "/zips/train2017.zip": files["/zips/train.zip"]}
+    out, arch = tmp_path / "raw", tmp_path / "downloads"
+    with Server(mirror) as srv:
+        config = DownloadConfig(base_url=srv.url + "/", archives_dir=str(arch))
+        srv.cut_after["/zips/train2017.zip"] = 1000
+        with pytest.raises(DownloadError, match="train2017.zip: got 1000 bytes, expected .*; run again to resume"):
+            run(DataConfig(source="coco2017"), config, out, progress=False)
+        run(DataConfig(source="coco2017"), config, out, progress=False)
+        assert srv.requests[-1] == ("/zips/train2017.zip", "bytes=1000-")
+        # a part left by a mirror's older, larger file: the 416 says so and it is deleted
+        (out / ".done-train2017.zip.json").unlink()
+        (arch / "train2017.zip.part").write_bytes(bytes(len(mirror["/zips/train2017.zip"]) + 10))
+        with pytest.raises(DownloadError, match="not the one .*train2017.zip.part was resuming"):
+            run(DataConfig(source="coco2017"), config, out, progress=False)
+    assert ann_path(out, "val").read_bytes() == ann_path(SAMPLE, "val").read_bytes()
+    assert len(list((out / "train2017").iterdir())) == 5
+    assert json.loads((out / ".done-val2017.zip.json").read_text())["size"] == len(mirror["/zips/val2017.zip"])
+
+
+def test_a_mirror_that_states_no_size_is_refused(tmp_path, coco_like):
+    files, _ = coco_like
+    with Server(files) as srv:
+        srv.no_length = True
+        with pytest.raises(DownloadError, match="val.zip: the server states no size"):
+            fetch(srv.url + "/zips/val.zip", tmp_path / "val.zip", None, progress=False)
+    assert not (tmp_path / "val.zip").exists()
 
 
 def test_sample_source_provides_the_same_layout(tmp_path):

@@ -10,6 +10,11 @@ checked (expected size, a readable zip whose CRCs match while extracting) and ex
 temporary folder that is renamed into place when complete. A marker per archive records that it
 is done, so a rerun skips it; the archive itself is deleted after extraction unless
 `download.keep_archives` is set, so COCO takes its ~19 GB on disk once, not twice.
+
+`download.base_url` may name a mirror that holds the archives under COCO's paths
+(`annotations/annotations_trainval2017.zip`, `zips/val2017.zip`, `zips/train2017.zip`). From the
+official site each archive must have its published size; a mirror's archives are taken at the
+size the mirror states (it may have repacked them), and the zips' CRCs check their content.
 """
 
 import http.client
@@ -20,7 +25,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -31,6 +36,7 @@ from squatpose.config import DataConfig, DownloadConfig
 from squatpose.errors import AnnotationError, DownloadError
 
 CHUNK = 1 << 20
+OFFICIAL_URL = "http://images.cocodataset.org"
 
 
 class CorruptArchive(DownloadError):
@@ -43,7 +49,7 @@ class Archive:
     """One archive of a dataset: where it lives on the server, its size, what it unpacks to."""
 
     url_path: str
-    size: int
+    size: int | None  # None: whatever size the server states
     top_dirs: tuple[str, ...]
 
     @property
@@ -68,16 +74,16 @@ def _server_size(resp: http.client.HTTPResponse, offset: int) -> int | None:
     return None
 
 
-def fetch(url: str, dest: Path, expected_size: int, progress: bool = True) -> Path:
-    """Download `url` to `dest` (`expected_size` bytes), resuming a `dest.part` left by an
-    interrupted run. The file appears at `dest` only when complete."""
+def fetch(url: str, dest: Path, expected_size: int | None, progress: bool = True) -> Path:
+    """Download `url` to `dest` (`expected_size` bytes, or None: the size the server states),
+    resuming a `dest.part` left by an interrupted run. The file appears at `dest` only when complete."""
     dest = Path(dest)
-    if dest.is_file() and dest.stat().st_size == expected_size:
+    if dest.is_file() and expected_size in (None, dest.stat().st_size):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
-    if offset > expected_size:
+    if expected_size is not None and offset > expected_size:
         part.unlink()
         offset = 0
     headers = {"User-Agent": "squatpose"}
@@ -87,8 +93,10 @@ def fetch(url: str, dest: Path, expected_size: int, progress: bool = True) -> Pa
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:
-            if offset == expected_size:  # the part is already whole
-                part.rename(dest)
+            stated = e.headers.get("Content-Range", "").rsplit("/", 1)[-1]
+            total = expected_size if expected_size is not None else int(stated) if stated.isdigit() else None
+            if offset == total:
+                part.rename(dest)  # the part is already whole
                 return dest
             part.unlink()  # the server's file is not the one we were resuming
             raise DownloadError(f"{url}: the server's file is not the one {part} was resuming "
@@ -103,6 +111,11 @@ def fetch(url: str, dest: Path, expected_size: int, progress: bool = True) -> Pa
             if resp.status != 206 or start != str(offset):  # the range was ignored: start over
                 offset = 0
         size = _server_size(resp, offset)
+        if expected_size is None:
+            if size is None:
+                raise DownloadError(f"{url}: the server states no size, so a download cannot be checked "
+                                    "or resumed")
+            expected_size = size
         if size is not None and size != expected_size:
             raise DownloadError(f"{url}: the server's file has {size} bytes, expected {expected_size}")
         with open(part, "ab" if offset else "wb") as f, tqdm(
@@ -177,7 +190,7 @@ def download_archives(base_url: str, archives: tuple[Archive, ...], out_dir: str
         except CorruptArchive as e:
             path.unlink()  # a bad copy: the next run downloads it afresh
             raise DownloadError(f"{e}; deleted it, run again to download it afresh") from None
-        marker.write_text(json.dumps({"archive": a.name, "size": a.size}) + "\n")
+        marker.write_text(json.dumps({"archive": a.name, "size": path.stat().st_size}) + "\n")
         if not keep_archives:
             path.unlink()
 
@@ -224,5 +237,7 @@ def run(data: DataConfig, download: DownloadConfig, out_dir: str | Path, progres
     elif data.source == "coco_dir":
         provide_coco_dir(data, out_dir)
     else:
-        download_archives(download.base_url, COCO2017, out_dir, download.archives_dir,
+        official = download.base_url.rstrip("/") == OFFICIAL_URL
+        archives = COCO2017 if official else tuple(replace(a, size=None) for a in COCO2017)
+        download_archives(download.base_url, archives, out_dir, download.archives_dir,
                           download.keep_archives, progress)
