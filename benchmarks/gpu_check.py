@@ -76,8 +76,8 @@ stand_in_for_pycocotools()
 
 from squatpose.codec import Codec, make_codec  # noqa: E402
 from squatpose.config import CropConfig, load_params  # noqa: E402
+from squatpose.dataset import ShardDataset  # noqa: E402
 from squatpose.models import ARCHITECTURES, build  # noqa: E402
-from squatpose.shards import ShardDataset  # noqa: E402
 from squatpose.train import autocast_dtype, train_step  # noqa: E402
 
 TARGET = 5000  # resnet18 training samples/s on one H100 at 192 x 256 (issue 14)

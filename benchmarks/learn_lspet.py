@@ -36,10 +36,10 @@ from squatpose import joints
 from squatpose.atomic import atomic_path, write_json
 from squatpose.codec import make_codec
 from squatpose.config import Params
+from squatpose.dataset import ShardDataset
 from squatpose.evaluate import evaluate_row, validator
 from squatpose.experiments import LSPET, REPO, prepare, run_params, shards_for
 from squatpose.models import build, load_checkpoint
-from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 from squatpose.train import seeded_generator, train_row, train_step
 

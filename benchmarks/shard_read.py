@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader
 
 from squatpose.codec import in_crop_keypoints, make_codec
 from squatpose.config import load_params
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.geometry import warp
-from squatpose.imaging import crops_to_tensor, read_image
-from squatpose.shards import ShardDataset, crop_persons
+from squatpose.imaging import read_image
+from squatpose.shards import crop_persons
 from squatpose.subsets import subset_path
 
 

@@ -25,10 +25,10 @@ import numpy as np
 
 from squatpose.atomic import write_json
 from squatpose.codec import codec_from_meta
+from squatpose.dataset import ShardDataset
 from squatpose.experiments import LSPET, prepare, run_params, runs_dir, shards_for
 from squatpose.evaluate import evaluate_row, validator, predict
 from squatpose.models import load_checkpoint, save_checkpoint
-from squatpose.shards import ShardDataset
 from squatpose.squat.uncertainty import calibrate_on
 from squatpose.subsets import subset_path
 from squatpose.train import train_row

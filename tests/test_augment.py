@@ -10,7 +10,8 @@ from squatpose.augment import augment_batch, draw_affines, seeded_generator, tra
 from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
 from squatpose.coco import person_records
 from squatpose.config import AugmentConfig, CropConfig
-from squatpose.shards import ShardDataset, write_shards
+from squatpose.dataset import ShardDataset
+from squatpose.shards import write_shards
 from tests.conftest import SAMPLE, ann_path
 
 codec = HeatmapCodec()

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from squatpose.coco import annotation_file
+from squatpose.dataset import ShardDataset
 from squatpose.experiments import COCO_ID_OFFSET, prepare, run_params, shards_for
-from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 from tests.conftest import SAMPLE, SHARED, ann_path, load_json
 

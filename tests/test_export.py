@@ -10,11 +10,12 @@ from torch import nn
 from conftest import SAMPLE
 from squatpose.codec import HeatmapCodec, SimCCCodec, codec_from_meta
 from squatpose.config import CodecConfig
+from squatpose.dataset import crops_to_tensor
 from squatpose.errors import SquatposeError
 from squatpose.export import AGREEMENT, export_onnx
 from squatpose.fingerprint import file_sha256
 from squatpose.pose_model import load_pose_model
-from squatpose.imaging import crops_to_tensor, read_image
+from squatpose.imaging import read_image
 from squatpose.models import ARCHITECTURES, build, save_checkpoint
 from squatpose.models.heads import SimCCHead
 

@@ -7,10 +7,11 @@ from squatpose.angles import angle_at, knee_angles
 from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
 from squatpose.coco import person_records
 from squatpose.config import CropConfig
+from squatpose.dataset import ShardDataset
 from squatpose.evaluate import Predictions, accuracy
 from squatpose.loss import JointsMSELoss, kl_discrete_loss
 from squatpose.metrics import knee_angle_error, oks_ap, pck
-from squatpose.shards import ShardDataset, write_shards
+from squatpose.shards import write_shards
 from tests.conftest import SAMPLE, ann_path
 
 

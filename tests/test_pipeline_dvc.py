@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from squatpose.shards import ShardDataset
+from squatpose.dataset import ShardDataset
 from squatpose.subsets import subset_path
 from tests.conftest import REPO, ann_path, free_port, load_json, raw_counts
 

@@ -18,10 +18,11 @@ from squatpose.config import CropConfig
 from pathlib import Path
 
 from squatpose import shards
+from squatpose.dataset import ShardDataset
 from squatpose.errors import ImageError, ShardError
 from squatpose.geometry import invert_affine, warp
 from squatpose.imaging import MEAN, STD, read_image
-from squatpose.shards import ShardDataset, crop_persons, write_shards
+from squatpose.shards import crop_persons, write_shards
 from squatpose.subsets import lower
 from tests.conftest import REPO, SAMPLE, ann_path, claiming_size
 

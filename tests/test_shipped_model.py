@@ -13,10 +13,11 @@ import pytest
 from conftest import REPO, SAMPLE
 from squatpose.codec import codec_from_meta
 from squatpose.config import CropConfig, load_params
+from squatpose.dataset import ShardDataset
 from squatpose.evaluate import predict
 from squatpose.joints import NAMES
 from squatpose.models import load_checkpoint
-from squatpose.shards import ShardDataset, write_shards
+from squatpose.shards import write_shards
 from squatpose.squat.uncertainty import COVERAGE, Calibration
 from squatpose.subsets import subset_path, write_subsets
 from squatpose.weights import SHIPPED

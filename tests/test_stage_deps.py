@@ -57,3 +57,15 @@ def test_imports_are_followed_through_functions_and_packages(tmp_path):
     found = project_modules(script)
     assert {"squatpose", "squatpose.squat", "squatpose.squat.reps"} <= set(found)
     assert "squatpose.train" not in found
+
+
+def test_the_data_stages_do_not_import_torch():
+    """download, subsets and shards (and the shard workers) stay ~120 MB a process: torch alone is ~500 MB."""
+    import subprocess
+    import sys
+
+    for script in ("stages/download.py", "stages/subsets.py", "stages/shards.py"):
+        found = project_modules(REPO / script)
+        code = "import sys; " + "; ".join(f"import {m}" for m in found) + "; print('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+        assert out.stdout.strip() == "False", f"{script} imports torch"

@@ -17,12 +17,12 @@ import yaml
 
 from squatpose.codec import HeatmapCodec, SimCCCodec
 from squatpose.config import params_from_dict
+from squatpose.dataset import ShardDataset
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import Predictions, accuracy, evaluate_row, summary, validate
 from squatpose.fingerprint import file_sha256
 from squatpose.models import ARCHITECTURES, build, load_checkpoint, save_checkpoint
 from squatpose.models.heads import SimCCHead
-from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 from squatpose.train import train_row, train_step
 from tests.conftest import REPO, free_port, sample_shards

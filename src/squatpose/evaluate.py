@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 from squatpose import joints
 from squatpose.codec import Codec, codec_from_meta, in_crop_keypoints, make_codec
 from squatpose.config import Params
+from squatpose.dataset import ShardDataset
 from squatpose.errors import SquatposeError
 from squatpose.geometry import apply_affine
 from squatpose.metrics import knee_angle_error, oks_ap, pck
-from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 from squatpose.viz import heatmap_panels, keypoint_grid, write_png
 

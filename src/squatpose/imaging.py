@@ -1,11 +1,10 @@
-"""Reading images with clear errors, and turning uint8 crops into normalised model input."""
+"""Reading images with clear errors, and the normalisation of model input (dataset.crops_to_tensor applies it)."""
 
 import io
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from squatpose.errors import ImageError
 
@@ -56,16 +55,3 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         raise ImageError(f"{path}: cannot decode image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def crops_to_tensor(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 crops (N, H, W, 3) or (H, W, 3), RGB -> float32 (N, 3, H, W) or (3, H, W), normalised."""
-    x = torch.as_tensor(crops)
-    single = x.ndim == 3
-    if single:
-        x = x[None]
-    x = x.permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x[0] if single else x

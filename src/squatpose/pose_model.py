@@ -14,10 +14,10 @@ import torch
 
 from squatpose.codec import Codec, codec_from_meta
 from squatpose.config import CropConfig
+from squatpose.dataset import crops_to_tensor
 from squatpose.errors import SquatposeError
 from squatpose.export import META_KEY, export_onnx, onnx_session
 from squatpose.fingerprint import file_sha256
-from squatpose.imaging import crops_to_tensor
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Precomputed person crops and their keypoints in fixed-size shards, and the Dataset that reads them.
+"""Precomputed person crops and their keypoints in fixed-size shards (dataset.py reads them).
 
 Targets are not stored: the codec makes them from the keypoints as batches are drawn (codec.py),
 so one shard set serves every codec, and augmentation encodes the transformed keypoints the same way.
@@ -17,6 +17,7 @@ A shard set is a folder:
         areas.npy           (n,) float64 COCO segment areas (the OKS scale)
         meta.json           fingerprint of the inputs and settings, skipped persons
 Evaluation reads everything it scores against from the shards, not from the subset tables.
+This module does not import torch: the `shards` stage and its workers stay small (~100 MB each).
 Shard k holds persons [k * shard_size, (k + 1) * shard_size) of the table, so an interrupted
 run finds its finished shards by fingerprint and builds only the rest.
 """
@@ -34,18 +35,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from squatpose import joints
 from squatpose.atomic import atomic_path, write_json
 from squatpose.coco import bboxes_from_table
 from squatpose.config import CropConfig
-from squatpose.errors import ImageError, ShardError
+from squatpose.errors import ImageError
 from squatpose.fingerprint import code_hash
 from squatpose.geometry import apply_affine, crop_person, invert_affine, warp
-from squatpose.imaging import crops_to_tensor, read_image
+from squatpose.imaging import read_image
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,6 @@ def _build_shard(task: tuple) -> tuple[str, int, list[dict]]:
 def _one_thread() -> None:
     """Pool workers: one thread each, so that `workers` processes share the cores evenly."""
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def _shard_done(path: Path, fp: str) -> bool:
@@ -190,83 +188,3 @@ def write_shards(table: pd.DataFrame, out_dir: str | Path, crop: CropConfig, sha
     }
     write_json(index_path, index)
     return index
-
-
-class ShardDataset(Dataset):
-    """Samples of a shard set, read through memory maps (no JPEG decoding).
-
-    `ann_ids` picks and orders the persons (e.g. a subset table's `ann_id` column); by default
-    every sample. Persons asked for but absent from the shards (skipped images) are left out
-    and counted in `missing`. Each item is a dict: `image` (3, H, W) float32 normalised,
-    `kp_crop` (6, 3) float32 (x, y, v) in crop pixels, `in_crop` (6,) float32 (labeled and inside
-    the crop), `index` (int). Targets come from the codec (codec.py), not from the shards.
-    """
-
-    def __init__(self, shards_dir: str | Path, ann_ids: np.ndarray | None = None):
-        self.dir = Path(shards_dir)
-        index_path = self.dir / "index.json"
-        if not index_path.is_file():
-            raise ShardError(f"{index_path}: no index: the shard set is missing or incomplete "
-                             "(run `dvc repro`)")
-        self.index = json.loads(index_path.read_text())
-        if self.index.get("format_version") != FORMAT_VERSION:
-            raise ShardError(f"{index_path}: format {self.index.get('format_version')}, "
-                             f"expected {FORMAT_VERSION}: rebuild the shards")
-        self.shard_names = [s["name"] for s in self.index["shards"]]
-        all_ids = [np.load(self.dir / n / "ann_ids.npy") for n in self.shard_names]
-        shard_of = np.concatenate([np.full(len(a), k) for k, a in enumerate(all_ids)] or [[]])
-        row_of = np.concatenate([np.arange(len(a)) for a in all_ids] or [[]])
-        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
-        if ann_ids is None:
-            pick = np.arange(len(ids))
-            self.missing = 0
-        else:
-            pos = pd.Series(np.arange(len(ids)), index=ids)
-            wanted = pd.Index(np.asarray(ann_ids, np.int64))
-            found = wanted.isin(pos.index)
-            self.missing = int((~found).sum())
-            pick = pos.loc[wanted[found]].to_numpy()
-        self.shard = shard_of[pick].astype(np.int64)
-        self.row = row_of[pick].astype(np.int64)
-        self.ann_ids = ids[pick]
-        self._maps: dict[tuple[int, str], np.ndarray] = {}
-
-    @classmethod
-    def from_subset(cls, shards_dir: str | Path, subset_table: str | Path) -> "ShardDataset":
-        """The persons of a subset table (parquet), read from a shard set that contains them."""
-        ids = pd.read_parquet(subset_table, columns=["ann_id"])["ann_id"].to_numpy()
-        ds = cls(shards_dir, ids)
-        if ds.missing:
-            log.warning("%s: %d of %d persons are not in %s (skipped while sharding)",
-                        subset_table, ds.missing, len(ids), shards_dir)
-        return ds
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def array(self, name: str, i: int) -> np.ndarray:
-        """Raw stored array `name` of sample i (memory-mapped; copy it before writing)."""
-        k = int(self.shard[i])
-        key = (k, name)
-        if key not in self._maps:  # opened lazily, so each DataLoader worker maps its own
-            self._maps[key] = np.load(self.dir / self.shard_names[k] / f"{name}.npy", mmap_mode="r")
-        return self._maps[key][self.row[i]]
-
-    def gather(self, name: str) -> np.ndarray:
-        """Stored array `name` of every selected sample, in dataset order."""
-        out = None
-        for k in np.unique(self.shard):
-            pos = np.flatnonzero(self.shard == k)
-            values = np.load(self.dir / self.shard_names[k] / f"{name}.npy", mmap_mode="r")[self.row[pos]]
-            if out is None:
-                out = np.empty((len(self),) + values.shape[1:], values.dtype)
-            out[pos] = values
-        return out if out is not None else np.zeros((0,))
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "image": crops_to_tensor(np.array(self.array("images", i))),
-            "kp_crop": torch.from_numpy(np.array(self.array("kp_crop", i))),
-            "in_crop": torch.from_numpy(np.array(self.array("in_crop", i))),
-            "index": i,
-        }

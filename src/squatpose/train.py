@@ -28,11 +28,11 @@ from squatpose.atomic import atomic_path
 from squatpose.augment import augment_batch, seeded_generator
 from squatpose.codec import Codec, in_crop_keypoints, make_codec
 from squatpose.config import AugmentConfig, ModelConfig, Params
+from squatpose.dataset import ShardDataset
 from squatpose.device import pick_device
 from squatpose.errors import SquatposeError
 from squatpose.fingerprint import code_hash, file_sha256, json_hash
 from squatpose.models import ARCHITECTURES, build, count_macs, count_params, load_checkpoint, save_checkpoint
-from squatpose.shards import ShardDataset
 from squatpose.subsets import subset_path
 
 log = logging.getLogger(__name__)

@@ -122,8 +122,8 @@ def angle_uncertainty(measure, xy: np.ndarray, confidence: np.ndarray, crop_scal
 def calibrate_on(model, meta: dict, shards_dir, subsets_dir, subset: str = "full") -> dict:
     """Calibration (as meta) of `model` on the persons of `subsets_dir`'s val `subset` in `shards_dir`."""
     from squatpose.codec import codec_from_meta
+    from squatpose.dataset import ShardDataset
     from squatpose.evaluate import predict
-    from squatpose.shards import ShardDataset
     from squatpose.subsets import subset_path
 
     ds = ShardDataset.from_subset(shards_dir, subset_path(subsets_dir, "val", subset))
