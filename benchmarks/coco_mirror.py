@@ -31,7 +31,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +86,13 @@ def mosaic_jpeg(task: tuple[str, tuple[int, ...], int]) -> bytes:
     return jpeg.tobytes()
 
 
+def _rle_mask(rle: dict) -> np.ndarray:
+    """The binary mask of COCO's uncompressed RLE (what crowd regions carry in the keypoint files)."""
+    h, w = rle["size"]
+    flat = np.repeat(np.arange(len(rle["counts"])) % 2, rle["counts"]).astype(np.uint8)
+    return flat.reshape((h, w), order="F")
+
+
 def _rle_counts(mask: np.ndarray) -> list[int]:
     """COCO's uncompressed RLE of a binary mask: run lengths in column-major order, zeros first."""
     flat = mask.flatten(order="F").astype(np.int8)
@@ -103,9 +109,7 @@ def _moved(ann: dict, img: dict, sx: float, sy: float, ox: int, oy: int, new_id:
         if kp[j + 2] > 0:
             kp[j], kp[j + 1] = round(kp[j] * sx + ox, 2), round(kp[j + 1] * sy + oy, 2)
     if ann["iscrowd"]:
-        seg = ann["segmentation"]
-        rle = mask_utils.frPyObjects(seg, img["height"], img["width"]) if isinstance(seg["counts"], list) else seg
-        small = cv2.resize(mask_utils.decode(rle), tile_size(img, sx, sy), interpolation=cv2.INTER_NEAREST)
+        small = cv2.resize(_rle_mask(ann["segmentation"]), tile_size(img, sx, sy), interpolation=cv2.INTER_NEAREST)
         full = np.zeros((CANVAS_H, CANVAS_W), np.uint8)
         full[oy:oy + small.shape[0], ox:ox + small.shape[1]] = small
         segmentation = {"counts": _rle_counts(full), "size": [CANVAS_H, CANVAS_W]}

@@ -76,7 +76,7 @@ stand_in_for_pycocotools()
 
 from squatpose.codec import Codec, make_codec  # noqa: E402
 from squatpose.config import CropConfig, load_params  # noqa: E402
-from squatpose.dataset import ShardDataset  # noqa: E402
+from squatpose.dataset import ShardDataset, crops_to_tensor  # noqa: E402
 from squatpose.models import ARCHITECTURES, build  # noqa: E402
 from squatpose.train import autocast_dtype, train_step  # noqa: E402
 
@@ -190,7 +190,7 @@ def check_bf16(ds: ShardDataset, codec: Codec, device: torch.device, sizes: Size
 def check_channels_last(val_ds: ShardDataset, codec: Codec, device: torch.device, sizes: Sizes) -> dict:
     """The same model's fp32 output on a val batch, contiguous and channels_last, within LAYOUT_RTOL of its scale."""
     model = fresh(sizes.check_model, codec, device)[0]
-    image = real_batch(val_ds, 0, sizes.check_batch)["image"].to(device)
+    image = crops_to_tensor(real_batch(val_ds, 0, sizes.check_batch)["image"].to(device))
     with torch.no_grad():
         plain = model(image)
         model = model.to(memory_format=torch.channels_last)
@@ -275,12 +275,11 @@ def check_imports() -> dict:
 
 
 def tiled(ds: ShardDataset, size: int, device: torch.device) -> dict:
-    """The sample's crops repeated to `size`, on the device, images channels_last."""
+    """The sample's crops repeated to `size`, on the device (uint8 images: train_step normalises them)."""
     batch = real_batch(ds, 0, len(ds))
     reps = -(-size // len(ds))
     out = {k: batch[k].to(device).repeat(reps, *[1] * (batch[k].dim() - 1))[:size]
            for k in ("image", "kp_crop", "in_crop")}
-    out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
     return out
 
 

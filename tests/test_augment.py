@@ -10,7 +10,7 @@ from squatpose.augment import augment_batch, draw_affines, seeded_generator, tra
 from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
 from squatpose.coco import person_records
 from squatpose.config import AugmentConfig, CropConfig
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.shards import write_shards
 from tests.conftest import SAMPLE, ann_path
 
@@ -27,7 +27,9 @@ def batch(tmp_path_factory) -> dict:
     write_shards(table, out, CropConfig(), shard_size=64, workers=1, progress=False)
     ds = ShardDataset(out)
     items = [ds[i] for i in range(16)]
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "kp_crop", "in_crop")}
+    out = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "kp_crop", "in_crop")}
+    out["image"] = crops_to_tensor(out["image"])  # as train_step normalises it before augmenting
+    return out
 
 
 def stored_targets(batch: dict, c) -> tuple[torch.Tensor, torch.Tensor]:

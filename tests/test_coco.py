@@ -150,3 +150,14 @@ def test_bad_records_are_skipped_counted_and_named(sample_copy, caplog):
     assert any(f"annotation {outside['id']}" in l and "outside the" in l for l in lines)
     assert any(f"annotation {gone['id']}: missing image" in l for l in lines)
     assert any(f"annotation {junk['id']}: unreadable image" in l for l in lines)
+
+
+def test_masks_are_dropped_while_parsing_and_nothing_else_is():
+    """Segmentation polygons and crowd RLEs are most of COCO's parsed train file and unused here."""
+    raw = load_json(ann_path(SAMPLE, "train"))
+    coco, _ = load_coco(ann_path(SAMPLE, "train"))
+    assert all("segmentation" in a for a in raw["annotations"])
+    assert not any("segmentation" in a for a in coco.dataset["annotations"])
+    for ann in raw["annotations"]:
+        del ann["segmentation"]
+    assert coco.dataset["annotations"] == raw["annotations"] and coco.dataset["images"] == raw["images"]

@@ -32,5 +32,5 @@ def test_prepare_and_shards_of_lspet_with_the_coco_sample(tmp_path):
         table = pd.read_parquet(subset_path(tmp_path / "subsets", split, "full"))
         ds = ShardDataset.from_subset(shards / split, subset_path(tmp_path / "subsets", split, "full"))
         assert len(ds) == len(table) > 0 and ds.missing == 0
-        assert ds[0]["image"].shape == (3, 128, 96)
+        assert ds[0]["image"].shape == (128, 96, 3)
     assert prepare(tmp_path, LSPET, limit=40, with_coco_sample=True) == images  # done: skipped

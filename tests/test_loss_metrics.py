@@ -7,7 +7,7 @@ from squatpose.angles import angle_at, knee_angles
 from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
 from squatpose.coco import person_records
 from squatpose.config import CropConfig
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.evaluate import Predictions, accuracy
 from squatpose.loss import JointsMSELoss, kl_discrete_loss
 from squatpose.metrics import knee_angle_error, oks_ap, pck
@@ -157,7 +157,7 @@ class _Oracle(torch.nn.Module):
         mirrored = kp.copy()
         mirrored[..., 0] = codec.crop_w - 1 - kp[..., 0]
         mirrored = mirrored[:, list(FLIP_INDEX)]
-        self.images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+        self.images = crops_to_tensor(torch.stack([ds[i]["image"] for i in range(len(ds))]))
         self.plain = torch.from_numpy(codec.encode(kp)[0])
         self.flipped = torch.from_numpy(codec.encode(mirrored)[0])
 

@@ -18,7 +18,7 @@ from squatpose.config import CropConfig
 from pathlib import Path
 
 from squatpose import shards
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.errors import ImageError, ShardError
 from squatpose.geometry import invert_affine, warp
 from squatpose.imaging import MEAN, STD, read_image
@@ -97,10 +97,13 @@ def test_dataset_items(val_shards, val_table):
     partial = int(np.flatnonzero((kp_img[:, :, 2] == 0).any(axis=1))[0])  # has unlabeled joints
     for i in (0, 50, partial):
         item = ds[i]
-        assert item["image"].shape == (3, 256, 192) and item["image"].dtype == torch.float32
-        crop = torch.from_numpy(np.array(ds.array("images", i))).permute(2, 0, 1).float() / 255
+        assert item["image"].shape == (256, 192, 3) and item["image"].dtype == torch.uint8
+        assert torch.equal(item["image"], torch.from_numpy(np.array(ds.array("images", i))))
+        crop = item["image"].permute(2, 0, 1).float() / 255
         expect = (crop - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
-        torch.testing.assert_close(item["image"], expect)
+        normalised = crops_to_tensor(item["image"])
+        torch.testing.assert_close(normalised, expect)
+        assert normalised.is_contiguous() and crops_to_tensor(item["image"][None]).is_contiguous()
         assert set(item) == {"image", "kp_crop", "in_crop", "index"}
         torch.testing.assert_close(item["kp_crop"], torch.from_numpy(np.array(ds.array("kp_crop", i))))
         assert item["kp_crop"].shape == (6, 3) and item["in_crop"].dtype == torch.float32
@@ -123,7 +126,7 @@ def test_dataset_selects_a_subset_in_its_order(val_shards, val_table):
     ds_missing = ShardDataset(out, np.array([sub["ann_id"].iloc[0], -1]))
     assert len(ds_missing) == 1 and ds_missing.missing == 1
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)))
-    assert batch["image"].shape == (8, 3, 256, 192) and batch["kp_crop"].shape == (8, 6, 3)
+    assert batch["image"].shape == (8, 256, 192, 3) and batch["kp_crop"].shape == (8, 6, 3)
     assert batch["in_crop"].shape == (8, 6)
     assert HeatmapCodec().encode(in_crop_keypoints(batch["kp_crop"], batch["in_crop"]))[0].shape == (8, 6, 64, 48)
 

@@ -17,7 +17,7 @@ import yaml
 
 from squatpose.codec import HeatmapCodec, SimCCCodec
 from squatpose.config import params_from_dict
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.errors import SquatposeError
 from squatpose.evaluate import Predictions, accuracy, evaluate_row, summary, validate
 from squatpose.fingerprint import file_sha256
@@ -78,7 +78,7 @@ def test_overfit_one_batch_of_real_crops(name, codec_name, data):
         if step % 25 == 0:
             model.eval()
             with torch.no_grad():
-                out = model(batch["image"])
+                out = model(crops_to_tensor(batch["image"]))
             kp, conf = codec.decode(out.numpy())
             m = accuracy(Predictions(kp, conf, 0.0, np.zeros(0)), ds)
             if m["pck@0.05"] == 1.0 and loss.item() < 0.05 * first:

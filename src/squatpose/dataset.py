@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def crops_to_tensor(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 crops (N, H, W, 3) or (H, W, 3), RGB -> float32 (N, 3, H, W) or (3, H, W), normalised."""
+    """uint8 crops (N, H, W, 3) or (H, W, 3), RGB -> float32 (N, 3, H, W) or (3, H, W), normalised,
+    contiguous, on the crops' device (training normalises each batch on its device)."""
     x = torch.as_tensor(crops)
     single = x.ndim == 3
     if single:
@@ -28,7 +29,7 @@ def crops_to_tensor(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = x.permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    x = ((x - mean) / std).contiguous()
     return x[0] if single else x
 
 
@@ -37,7 +38,9 @@ class ShardDataset(Dataset):
 
     `ann_ids` picks and orders the persons (e.g. a subset table's `ann_id` column); by default
     every sample. Persons asked for but absent from the shards (skipped images) are left out
-    and counted in `missing`. Each item is a dict: `image` (3, H, W) float32 normalised,
+    and counted in `missing`. Each item is a dict: `image` (H, W, 3) uint8 RGB, as stored
+    (`crops_to_tensor` normalises a batch on the training device: a worker process hands over a
+    quarter of the bytes that float32 would take),
     `kp_crop` (6, 3) float32 (x, y, v) in crop pixels, `in_crop` (6,) float32 (labeled and inside
     the crop), `index` (int). Targets come from the codec (codec.py), not from the shards.
     """
@@ -105,7 +108,7 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {
-            "image": crops_to_tensor(np.array(self.array("images", i))),
+            "image": torch.from_numpy(np.array(self.array("images", i))),
             "kp_crop": torch.from_numpy(np.array(self.array("kp_crop", i))),
             "in_crop": torch.from_numpy(np.array(self.array("in_crop", i))),
             "index": i,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from squatpose import joints
 from squatpose.codec import Codec, codec_from_meta, in_crop_keypoints, make_codec
 from squatpose.config import Params
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.errors import SquatposeError
 from squatpose.geometry import apply_affine
 from squatpose.metrics import knee_angle_error, oks_ap, pck
@@ -38,7 +38,7 @@ def predict(model: nn.Module, ds: ShardDataset, codec: Codec, batch_size: int = 
     model.eval()
     kps, confs, kept, total, n = [], [], [], 0.0, 0
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        image = batch["image"].to(device)
+        image = crops_to_tensor(batch["image"].to(device))
         out = model(image).float()
         loss = codec.loss(out, *codec.encode(in_crop_keypoints(batch["kp_crop"], batch["in_crop"]).to(device)))
         total += float(loss) * len(image)

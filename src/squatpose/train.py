@@ -28,7 +28,7 @@ from squatpose.atomic import atomic_path
 from squatpose.augment import augment_batch, seeded_generator
 from squatpose.codec import Codec, in_crop_keypoints, make_codec
 from squatpose.config import AugmentConfig, ModelConfig, Params
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.device import pick_device
 from squatpose.errors import SquatposeError
 from squatpose.fingerprint import code_hash, file_sha256, json_hash
@@ -112,7 +112,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: t
     """One optimisation step on one batch of a ShardDataset: augmented (when `augment`; drawn on
     the CPU, applied on the device), targets through the codec, the codec's loss, mixed precision
     in `amp_dtype` if given. Returns the batch's loss (detached)."""
-    image = batch["image"].to(device, non_blocking=True)
+    image = crops_to_tensor(batch["image"].to(device, non_blocking=True))
     if augment is not None:
         image, kp = augment_batch(image, batch["kp_crop"], batch["in_crop"], augment, codec, generator)
     else:
