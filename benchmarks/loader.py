@@ -6,9 +6,10 @@ Data: shard sets at 96x128 and 192x256 cut from the embedded sample's real JPEGs
 own `write_shards`, its train persons repeated (new annotation ids) up to --persons, so that the
 set is larger than the CPU caches. Measured at each crop size, on this machine:
 - loader: `ShardDataset` through a `DataLoader` (random order, batch --batch-size) with 0, 1, 2
-  worker processes, then what the training loop does to a batch before the model: the
-  augmentation (`augment_batch`, params.yaml's augment section) and the codec's targets
-  (here on the CPU, in the training process; on a GPU they run on the GPU);
+  worker processes (they hand over uint8 crops), then what the training loop does to a batch
+  before the model: normalisation (`crops_to_tensor`), the augmentation (`augment_batch`,
+  params.yaml's augment section, in the second line of each pair) and the codec's targets (here
+  on the CPU, in the training process; on a GPU they run on the GPU);
 - step: each architecture's forward, loss, backward and Adam step on a batch made ready
   beforehand (`train_step`, no loader), i.e. what the model consumes.
 Each rate is the best of --repeats timed passes after a warm-up. The last lines say whether the
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from squatpose.augment import augment_batch
 from squatpose.codec import in_crop_keypoints, make_codec
 from squatpose.config import CropConfig, load_params
-from squatpose.dataset import ShardDataset
+from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.models import ARCHITECTURES, build
 from squatpose.shards import write_shards
 from squatpose.subsets import subset_path
@@ -114,10 +115,12 @@ def main() -> None:
             generator = torch.Generator().manual_seed(0)
 
             def augmented(b: dict) -> None:
-                image, kp = augment_batch(b["image"], b["kp_crop"], b["in_crop"], params.augment, codec, generator)
+                image, kp = augment_batch(crops_to_tensor(b["image"]), b["kp_crop"], b["in_crop"], params.augment,
+                                          codec, generator)
                 codec.encode(kp)
 
             def plain(b: dict) -> None:
+                crops_to_tensor(b["image"])
                 codec.encode(in_crop_keypoints(b["kp_crop"], b["in_crop"]))
 
             for n in workers:
