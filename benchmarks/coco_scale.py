@@ -15,7 +15,7 @@ while train2017.zip is half fetched resumes with an HTTP Range request and extra
 
 Prints a markdown table and writes the figures as JSON (--out). Everything lives under --work,
 outside the checkout, and is deleted as each size finishes (--keep keeps it). Disk: at 121,020
-persons about 30 GB at the peak (mirror + extracted images + 192x256 shards).
+persons 29 GiB at the peak (mirror, extracted images, 192x256 shards, the download check's copy).
 """
 
 import argparse
@@ -37,12 +37,12 @@ from coco_mirror import Mirror, build_mirror
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "coco2017"
 POLL_S = 0.05
-MB = 1 << 20
+MIB = 1 << 20
 
 
 @dataclass
 class Measure:
-    """One stage run: wall time and peak resident memory (MB)."""
+    """One stage run: wall time and peak resident memory (MiB)."""
 
     wall_s: float
     stage_mb: float
@@ -128,8 +128,8 @@ def make_project(root: Path, base_url: str, overrides: dict) -> Path:
 
 
 def disk_mb(path: Path) -> float:
-    """Bytes of the files under `path`, in MB."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / MB if Path(path).exists() else 0.0
+    """Bytes of the files under `path`, in MiB."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / MIB if Path(path).exists() else 0.0
 
 
 def shard_hashes(shards_dir: Path) -> dict[str, str]:
@@ -232,8 +232,8 @@ def rehearse(size: int, work: Path, overrides: dict, resume_checks: bool, keep: 
 
 def table(results: list[dict]) -> str:
     """The markdown table of every stage at every size."""
-    lines = ["| persons (train) | stage | wall s | persons/s | peak RSS stage MB | peak RSS worker MB "
-             "| peak RSS all MB | output MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| persons (train) | stage | wall s | persons/s | peak RSS stage MiB | peak RSS worker MiB "
+             "| peak RSS all MiB | output MiB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         for name, s in r["stages"].items():
             lines.append(f"| {r['mirror']['train']['persons']:,} | {name} | {s['wall_s']:.1f} | "
@@ -265,8 +265,8 @@ def main() -> None:
     for name in scale[0]:
         rates = [s[name]["persons"] / s[name]["wall_s"] for s in scale]
         print(f"{name}: persons/s from smallest to largest size {' -> '.join(f'{x:,.0f}' for x in rates)} "
-              f"(ratio {rates[-1] / rates[0]:.2f}); peak RSS all {max(s[name]['all_mb'] for s in scale):,.0f} MB")
-    print(f"peak disk: {max(r['peak_disk_mb'] for r in results) / 1024:.1f} GB")
+              f"(ratio {rates[-1] / rates[0]:.2f}); peak RSS all {max(s[name]['all_mb'] for s in scale):,.0f} MiB")
+    print(f"peak disk: {max(r['peak_disk_mb'] for r in results) / 1024:.1f} GiB")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -18,7 +18,6 @@ loader delivers 2x the fastest step and what 16 cores would need for a GPU at 5,
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +33,8 @@ from squatpose.shards import write_shards
 from squatpose.subsets import subset_path
 from squatpose.train import train_step
 
+from shard_read import timed  # benchmarks/, beside this script
+
 SIZES = ((96, 128), (192, 256))
 GPU_RATE = 5_000  # samples/s a GPU step consumes (issue 14's target for ResNet18 at 192x256)
 
@@ -48,12 +49,7 @@ def repeated_table(subsets: Path, persons: int) -> pd.DataFrame:
 def best_rate(run, samples: int, repeats: int) -> float:
     """Samples/s of the fastest of `repeats` calls of `run()` (each handles `samples`), after one warm-up call."""
     run()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return samples / best
+    return timed(run, samples, repeats)
 
 
 def loader_rate(ds: ShardDataset, workers: int, batch: int, batches: int, repeats: int,

@@ -38,11 +38,11 @@ class ShardDataset(Dataset):
 
     `ann_ids` picks and orders the persons (e.g. a subset table's `ann_id` column); by default
     every sample. Persons asked for but absent from the shards (skipped images) are left out
-    and counted in `missing`. Each item is a dict: `image` (H, W, 3) uint8 RGB, as stored
-    (`crops_to_tensor` normalises a batch on the training device: a worker process hands over a
-    quarter of the bytes that float32 would take),
+    and counted in `missing`. Each item is a dict: `image` (H, W, 3) uint8 RGB as stored,
     `kp_crop` (6, 3) float32 (x, y, v) in crop pixels, `in_crop` (6,) float32 (labeled and inside
-    the crop), `index` (int). Targets come from the codec (codec.py), not from the shards.
+    the crop), `index` (int). `crops_to_tensor` normalises a batch of images on the training
+    device (a worker process hands over a quarter of the bytes that float32 would take); targets
+    come from the codec (codec.py), not from the shards.
     """
 
     def __init__(self, shards_dir: str | Path, ann_ids: np.ndarray | None = None):
