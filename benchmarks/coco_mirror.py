@@ -33,19 +33,27 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from squatpose import joints
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
 COCO_VAL_PER_TRAIN = 5_067 / 121_020  # COCO 2017's persons with a lower-body joint, val / train
 CANVAS_W, CANVAS_H = 640, 480
-LOWER = slice(11, 17)  # COCO's left_hip ... right_ankle in its 17 keypoints
 ARCHIVES = {"train": "zips/train2017.zip", "val": "zips/val2017.zip",
             "annotations": "annotations/annotations_trainval2017.zip"}
+
+
+@cache
+def lower_body() -> tuple[int, ...]:
+    """Where squatpose's six joints sit in the sample's keypoint list (found by name, as coco.load_coco does)."""
+    names = source("train")[0]["categories"][0]["keypoints"]
+    return tuple(names.index(n) for n in joints.NAMES)
 
 
 def is_record(ann: dict) -> bool:
     """A person the subsets stage keeps: not crowd, a box of positive size, a lower-body joint labeled."""
     return (not ann["iscrowd"] and ann["bbox"][2] > 0 and ann["bbox"][3] > 0
-            and any(v > 0 for v in ann["keypoints"][2::3][LOWER]))
+            and any(ann["keypoints"][3 * j + 2] > 0 for j in lower_body()))
 
 
 @cache

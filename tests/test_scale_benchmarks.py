@@ -79,6 +79,8 @@ def test_loader_benchmark_prints_every_worker_count_and_model():
                       "--repeats", "1", "--models", "dilated,mobilenet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
+    rates = [float(x.rsplit("|", 2)[1].replace(",", "")) for x in lines if x.startswith("| 96x128") or x.startswith("| 192x256")]
+    assert len(rates) == 2 * (6 + 2) and all(r > 0 for r in rates)  # a measured rate on every line
     for crop in ("96x128", "192x256"):
         for workers in ("0 workers", "1 worker", "2 workers"):
             assert sum(f"| {crop} | loader" in x and workers in x for x in lines) == 2
