@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from squatpose.augment import augment_batch
 from squatpose.codec import in_crop_keypoints, make_codec
-from squatpose.config import CropConfig, load_params
+from squatpose.coco import images_dir, person_records, raw_annotations
+from squatpose.config import CropConfig, SubsetsConfig, load_params
 from squatpose.dataset import ShardDataset, crops_to_tensor
 from squatpose.models import ARCHITECTURES, build
 from squatpose.shards import write_shards
-from squatpose.subsets import subset_path
+from squatpose.subsets import make_subsets
 from squatpose.train import train_step
 
 from shard_read import timed  # benchmarks/, beside this script
@@ -39,9 +40,11 @@ SIZES = ((96, 128), (192, 256))
 GPU_RATE = 5_000  # samples/s a GPU step consumes (issue 14's target for ResNet18 at 192x256)
 
 
-def repeated_table(subsets: Path, persons: int) -> pd.DataFrame:
-    """The sample's train persons, repeated with fresh annotation ids up to `persons` rows."""
-    table = pd.read_parquet(subset_path(subsets, "train", "full"))
+def repeated_table(raw: Path, cfg: SubsetsConfig, persons: int) -> pd.DataFrame:
+    """The Full subset of the train persons in the COCO-layout folder `raw`, repeated with fresh
+    annotation ids up to `persons` rows."""
+    records, _ = person_records(raw_annotations(raw, "train"), images_dir(raw, "train"))
+    table = make_subsets(records, cfg)["full"]
     copies = [table.assign(ann_id=table["ann_id"] + k * 10**12) for k in range(-(-persons // len(table)))]
     return pd.concat(copies, ignore_index=True).iloc[:persons]
 
@@ -93,11 +96,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed pass")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", default=",".join(ARCHITECTURES))
-    parser.add_argument("--subsets", default="data/subsets/sample", help="the sample's subset tables")
+    parser.add_argument("--raw", default="data/sample", help="a COCO-layout folder (the embedded sample)")
     args = parser.parse_args()
     params = load_params()
     workers = [int(w) for w in args.workers.split(",")]
-    table = repeated_table(Path(args.subsets), args.persons)
+    table = repeated_table(Path(args.raw), params.subsets, args.persons)
     print(f"CPU: {torch.get_num_threads()} threads; batch {args.batch_size}; {len(table)} persons per shard set; "
           f"best of {args.repeats}\n")
     rows, loaders, steps = [], {}, {}
