@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, help="augment.scale (default: params.yaml's)")
     parser.add_argument("--half-body-prob", type=float,
                         help="augment.half_body_prob, the share of legs-only crops (default: params.yaml's)")
+    parser.add_argument("--top-cut-prob", type=float,
+                        help="augment.top_cut_prob, the share of crops cut between hips and mid-thigh "
+                        "(default: params.yaml's)")
     parser.add_argument("--run", help="run folder (default: <runs>/shipped-<model>-<crop>-<codec>-<epochs>[-finetuned][-<augment>])")
     parser.add_argument("--install", action="store_true", help=f"copy the trained, calibrated model to {SHIPPED}")
     parser.add_argument("--limit", type=int, help="use only the first N LSPET training images (a smoke test)")
@@ -81,7 +84,8 @@ def main() -> None:
         sys.exit(f"error: {args.lspet}: no joints.mat (LSP Extended); pass --lspet")
     augment = {k: v for k, v in {"rotation": args.rotation, "rotation_prob": args.rotation_prob,
                                  "scale": args.scale,
-                                 "half_body_prob": args.half_body_prob}.items() if v is not None}
+                                 "half_body_prob": args.half_body_prob,
+                                 "top_cut_prob": args.top_cut_prob}.items() if v is not None}
     name = "-".join(["shipped", args.model, args.crop, args.codec, str(args.epochs)]
                     + ["finetuned"] * bool(args.init) + [f"{k}{v:g}" for k, v in augment.items()])
     out = Path(args.run) if args.run else runs_dir() / name

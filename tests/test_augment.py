@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from squatpose import joints
-from squatpose.augment import augment_batch, draw_affines, seeded_generator, transform_keypoints, warp_images
+from squatpose.augment import (augment_batch, cut_tops, draw_affines, seeded_generator, transform_keypoints,
+                               warp_images)
 from squatpose.codec import HeatmapCodec, SimCCCodec, in_crop_keypoints
 from squatpose.coco import person_records
 from squatpose.config import AugmentConfig, CropConfig
@@ -160,6 +161,39 @@ def test_half_body_zooms_onto_the_legs(batch):
     vis = (before[..., 2] > 0) & (before[..., 0] >= 0) & (before[..., 0] < 192) & (before[..., 1] >= 0) \
         & (before[..., 1] < 256)  # the joints the box is drawn around stay in view
     assert ((legs[..., 0] >= 0) & (legs[..., 0] < 192) & (legs[..., 1] >= 0) & (legs[..., 1] < 256))[vis].all()
+
+
+def test_top_cut_blackens_above_a_row_between_hips_and_mid_thigh_and_keeps_the_hip_labels(batch):
+    """A camera frame cutting the thighs: every row above the cut is black, every row below as before;
+    the cut lies between 0.2 thigh lengths above the hips and 0.6 below them; the keypoints (and so
+    the hips' targets) are unchanged."""
+    black = crops_to_tensor(torch.zeros(1, 1, 1, 3, dtype=torch.uint8))[0, :, 0, 0]
+    cfg = dataclasses.replace(OFF, top_cut_prob=1.0)
+    kp = in_crop_keypoints(batch["kp_crop"], batch["in_crop"])
+    hip_y = kp[:, :2, 1].where(kp[:, :2, 2] > 0, torch.nan).nanmean(1)
+    knee_y = kp[:, 2:4, 1].where(kp[:, 2:4, 2] > 0, torch.nan).nanmean(1)
+    upright = knee_y > hip_y  # False where a side is missing (NaN)
+    assert upright.sum() >= 8 and (~upright).sum() >= 1
+    cuts = []
+    for seed in range(5):
+        image, moved = augment_batch(batch["image"], batch["kp_crop"], batch["in_crop"], cfg, codec,
+                                     seeded_generator(seed, 0))
+        torch.testing.assert_close(moved, kp)
+        row_black = (image - black.view(1, 3, 1, 1)).abs().amax(dim=(1, 3)) < 1e-6  # (N, H)
+        changed = (image - batch["image"]).abs().amax(dim=(1, 3)) > 1e-3  # the identity warp is within 1e-4
+        for n in range(len(image)):
+            if not upright[n]:
+                assert not changed[n].any()  # no cut without labeled hips and knees
+                continue
+            rows = changed[n].nonzero()
+            cut = int(rows[-1]) + 1 if len(rows) else 0  # the first row left as it was
+            assert row_black[n, :cut].all()  # what changed is black, and nothing below it changed
+            t = (cut - hip_y[n]) / (knee_y[n] - hip_y[n])
+            assert -0.2 - 1 / (knee_y[n] - hip_y[n]) <= t <= 0.6 + 1 / (knee_y[n] - hip_y[n])
+            cuts.append(float(t))
+    assert min(cuts) < 0 < max(cuts)  # the cut falls both above and below the hips
+    same = cut_tops(batch["image"], kp, 0.0, seeded_generator(0, 0))
+    torch.testing.assert_close(same, batch["image"])
 
 
 def test_a_joint_the_stored_crop_did_not_show_stays_unsupervised(batch):

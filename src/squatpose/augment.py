@@ -6,7 +6,9 @@ half-body sample, a box around its labeled leg joints (legs-only framing), then 
 horizontal flip. The crop is resampled through A (bilinear, black outside, like the stored
 crops) and the keypoints are mapped by A (left and right swapped on a flip); the training loop
 makes the targets from them with the codec's encoder, as for unaugmented batches. No JPEG is
-decoded again.
+decoded again. Last, an optional top cut blackens the crop above a row between just above the
+hips and halfway down the thighs, as a camera frame whose top edge cuts the thighs does (legs-only
+video); the hips keep their labels, so the model learns to place them from the thighs.
 
 The flip mirrors about x = (crop_w - stride) / 2, the axis the codec's grid (heatmap cells or
 SimCC bins) is symmetric about, so a flipped sample's targets are exactly the mirrored targets
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from squatpose.codec import Codec, in_crop_keypoints
 from squatpose.config import AugmentConfig
 from squatpose.imaging import MEAN, STD
-from squatpose.joints import FLIP_INDEX
+from squatpose.joints import FLIP_INDEX, NAMES
 
 
 def draw_affines(kp_crop: torch.Tensor, cfg: AugmentConfig, codec: Codec,
@@ -95,6 +97,28 @@ def warp_images(images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     return out + black
 
 
+def cut_tops(images: torch.Tensor, kp: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Normalised images (N, 3, H, W) with, on a share `prob` of the samples whose hips and knees
+    are labeled (keypoints `kp` (N, 6, 3) in crop pixels) and upright, every row above a cut black:
+    the cut lies at hip_y + t (knee_y - hip_y), t uniform in [-0.2, 0.6] (sides averaged)."""
+    n, _, h, _ = images.shape
+    chosen = torch.rand(n, generator=generator, dtype=torch.float64) < prob
+    t = torch.rand(n, generator=generator, dtype=torch.float64) * 0.8 - 0.2
+    k = kp.detach().to("cpu", torch.float64)
+    hip = k[:, [NAMES.index("left_hip"), NAMES.index("right_hip")]]
+    knee = k[:, [NAMES.index("left_knee"), NAMES.index("right_knee")]]
+
+    def mean_y(pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen = (pair[..., 2] > 0).double()
+        return (pair[..., 1] * seen).sum(1) / seen.sum(1).clamp(min=1), seen.sum(1) > 0
+
+    (hip_y, has_hip), (knee_y, has_knee) = mean_y(hip), mean_y(knee)
+    cut = torch.where(chosen & has_hip & has_knee & (knee_y > hip_y), hip_y + t * (knee_y - hip_y), -math.inf)
+    above = torch.arange(h, dtype=torch.float64)[None, :] < cut[:, None]  # (N, H)
+    black = ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).to(images.device, images.dtype).view(1, 3, 1, 1)
+    return torch.where(above.to(images.device)[:, None, :, None], black, images)
+
+
 def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, in_crop: torch.Tensor, cfg: AugmentConfig,
                   codec: Codec, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented images and their keypoints (N, 6, 3), on the images' device.
@@ -106,7 +130,10 @@ def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, in_crop: torch.Te
     kp_crop = in_crop_keypoints(kp_crop, in_crop)
     affines, flip = draw_affines(kp_crop, cfg, codec, generator)
     kp = transform_keypoints(kp_crop.to(images.device), affines, flip)
-    return warp_images(images, affines), kp
+    images = warp_images(images, affines)
+    if cfg.top_cut_prob > 0:  # drawn only when on, so that runs without it keep their draws
+        images = cut_tops(images, kp, cfg.top_cut_prob, generator)
+    return images, kp
 
 
 def seeded_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:

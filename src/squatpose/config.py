@@ -115,6 +115,7 @@ class AugmentConfig:
     flip_prob: float = 0.5
     half_body_prob: float = 0.3  # crop to the labeled leg joints (at least 2), legs-only framing
     half_body_padding: float = 1.5
+    top_cut_prob: float = 0.0  # blacken above a row between the hips and mid-thigh (augment.cut_tops)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,8 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
                               "warmup_iters and early_stop not negative")
     a = params.augment
     if not (0 <= a.scale < 1 and a.rotation >= 0 and a.half_body_padding > 0
-            and all(0 <= p <= 1 for p in (a.rotation_prob, a.flip_prob, a.half_body_prob))):
+            and all(0 <= p <= 1 for p in (a.rotation_prob, a.flip_prob, a.half_body_prob,
+                                                a.top_cut_prob))):
         raise ConfigError(f"{where}: augment: scale must be in [0, 1), rotation >= 0, "
                           "probabilities in [0, 1], half_body_padding > 0")
     if params.subsets.lower_min_visibility not in (1, 2):
