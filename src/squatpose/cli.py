@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model.pt from the pipeline or its .onnx export (default: the model shipped "
                                    "with squatpose, docs/MODEL_CARD.md)")
     p.add_argument("--out", help="output folder (default: analysis/<input name>)")
-    p.add_argument("--box", metavar="X,Y,W,H", help="the person's box in the first frame, in pixels (default: "
-                                                    "torchvision's person detector, weights downloaded once)")
+    p.add_argument("--box", metavar="X,Y,W,H", help="the person's box in the first frame, in pixels; for a legs-only "
+                   "video, where the whole person would be, running above the frame (default: torchvision's "
+                   "person detector, weights downloaded once)")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="auto: by the model file's suffix; onnx with a .pt exports it once into the cache "
                         "(~/.cache/squatpose/onnx, or $SQUATPOSE_CACHE/onnx)")
