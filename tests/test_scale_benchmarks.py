@@ -104,3 +104,18 @@ def test_crowd_masks_survive_the_mirrors_rle_round_trip():
         h, w = ann["segmentation"]["size"]
         assert mask.shape == (h, w) and mask.sum() == mask_utils.area(mask_utils.frPyObjects(ann["segmentation"], h, w))
         assert _rle_counts(mask) == ann["segmentation"]["counts"]
+
+
+def test_carry_size_prints_every_scale_and_quality_for_real_crops(tmp_path):
+    from tests.conftest import sample_shards
+
+    shards = sample_shards(tmp_path)
+    proc = run_script("carry_size.py", str(shards / "train"), str(shards / "val"), "--sample", "8")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [x.split("|")[1:-1] for x in proc.stdout.splitlines() if x.startswith("| ") and x[2].isdigit()]
+    assert [r[0].strip() for r in rows] == [s for s in ("192x256", "144x192", "120x160", "96x128") for _ in range(3)]
+    kib = [float(r[2]) for r in rows]
+    errors = [float(r[5]) for r in rows]
+    assert kib[0] > kib[2] and errors[0] < errors[2]  # full size: quality 90 is larger and closer than 70
+    assert kib[0] > kib[-1] and errors[0] < errors[-1]  # and than half size at 70
+    assert "the tracked tree is" in proc.stdout and "leaving" in proc.stdout
