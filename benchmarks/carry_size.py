@@ -58,8 +58,11 @@ def main() -> None:
     print("| stored at | JPEG quality | KiB per crop | MiB for all | fits | mean abs error |\n|---|---:|---:|---:|---|---:|")
     for scale in SCALES:
         for q in QUALITIES:
-            sizes, errors = zip(*[(n, np.abs(back.astype(np.int16) - c).mean())
-                                  for c in crops for n, back in [round_trip(c, scale, q)]])
+            sizes, errors = [], []
+            for crop in crops:
+                n, back = round_trip(crop, scale, q)
+                sizes.append(n)
+                errors.append(np.abs(back.astype(np.int16) - crop).mean())
             total = np.mean(sizes) * persons / 2**20
             print(f"| {round(w * scale)}x{round(h * scale)} | {q} | {np.mean(sizes) / 1024:.1f} | {total:.1f} | "
                   f"{'yes' if total <= room else 'no'} | {np.mean(errors):.2f} |")

@@ -79,6 +79,11 @@ def transform_keypoints(kp_crop: torch.Tensor, affines: torch.Tensor, flip: torc
     return torch.where(flip.to(out.device)[:, None, None], swapped, out)
 
 
+def black_like(images: torch.Tensor) -> torch.Tensor:
+    """The normalised value (1, 3, 1, 1) of a black pixel, on `images`' device and dtype."""
+    return ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).to(images.device, images.dtype).view(1, 3, 1, 1)
+
+
 def warp_images(images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     """Normalised images (N, 3, H, W) resampled so that output pixel p shows input pixel A^-1 p.
 
@@ -92,7 +97,7 @@ def warp_images(images: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     pix = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, h * w, 3)
     src = (pix @ inv.transpose(1, 2)).reshape(n, h, w, 2)
     grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], -1)
-    black = ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).to(images.device, images.dtype).view(1, 3, 1, 1)
+    black = black_like(images)
     out = F.grid_sample(images - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out + black
 
@@ -102,9 +107,10 @@ def cut_tops(images: torch.Tensor, kp: torch.Tensor, prob: float, generator: tor
     are labeled (keypoints `kp` (N, 6, 3) in crop pixels) and upright, every row above a cut black:
     the cut lies at hip_y + t (knee_y - hip_y), t uniform in [-0.2, 0.6] (sides averaged)."""
     n, _, h, _ = images.shape
-    chosen = torch.rand(n, generator=generator, dtype=torch.float64) < prob
-    t = torch.rand(n, generator=generator, dtype=torch.float64) * 0.8 - 0.2
-    k = kp.detach().to("cpu", torch.float64)
+    device = images.device  # the draws come from the CPU generator; the rest stays on the device (no sync)
+    chosen = (torch.rand(n, generator=generator, dtype=torch.float64) < prob).to(device)
+    t = (torch.rand(n, generator=generator, dtype=torch.float64) * 0.8 - 0.2).to(device)
+    k = kp.detach().to(device, torch.float64)
     hip = k[:, [NAMES.index("left_hip"), NAMES.index("right_hip")]]
     knee = k[:, [NAMES.index("left_knee"), NAMES.index("right_knee")]]
 
@@ -114,9 +120,8 @@ def cut_tops(images: torch.Tensor, kp: torch.Tensor, prob: float, generator: tor
 
     (hip_y, has_hip), (knee_y, has_knee) = mean_y(hip), mean_y(knee)
     cut = torch.where(chosen & has_hip & has_knee & (knee_y > hip_y), hip_y + t * (knee_y - hip_y), -math.inf)
-    above = torch.arange(h, dtype=torch.float64)[None, :] < cut[:, None]  # (N, H)
-    black = ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).to(images.device, images.dtype).view(1, 3, 1, 1)
-    return torch.where(above.to(images.device)[:, None, :, None], black, images)
+    above = torch.arange(h, device=device, dtype=torch.float64)[None, :] < cut[:, None]  # (N, H)
+    return torch.where(above[:, None, :, None], black_like(images), images)
 
 
 def augment_batch(images: torch.Tensor, kp_crop: torch.Tensor, in_crop: torch.Tensor, cfg: AugmentConfig,
