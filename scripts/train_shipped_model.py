@@ -2,6 +2,8 @@
 
     python scripts/train_shipped_model.py                 # train (resumes), evaluate, calibrate, print
     python scripts/train_shipped_model.py --install       # ... and copy it into the package
+    python scripts/train_shipped_model.py --trained <run>/checkpoints/lower_body/model.pt --install
+                                                          # calibrate a trained model again, no training
 
 Data: LSP Extended images 1-7000 plus the embedded COCO sample's training persons train, LSPET
 7001-8000 validate (squatpose/experiments.py: import-lsp, subsets and shards through the
@@ -75,6 +77,9 @@ def main() -> None:
                         help="augment.top_cut_prob, the share of crops cut between hips and mid-thigh "
                         "(default: params.yaml's)")
     parser.add_argument("--run", help="run folder (default: <runs>/shipped-<model>-<crop>-<codec>-<epochs>[-finetuned][-<augment>])")
+    parser.add_argument("--trained", help="skip training and take this trained checkpoint (e.g. the run's "
+                        "checkpoints/lower_body/model.pt, to calibrate it again after a change to "
+                        "squat/uncertainty.py): evaluated, calibrated and, with --install, installed")
     parser.add_argument("--install", action="store_true", help=f"copy the trained, calibrated model to {SHIPPED}")
     parser.add_argument("--limit", type=int, help="use only the first N LSPET training images (a smoke test)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -82,6 +87,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
     if not Path(args.lspet, "joints.mat").is_file():
         sys.exit(f"error: {args.lspet}: no joints.mat (LSP Extended); pass --lspet")
+    if args.trained and not Path(args.trained).is_file():
+        sys.exit(f"error: --trained {args.trained}: no such checkpoint")
     augment = {k: v for k, v in {"rotation": args.rotation, "rotation_prob": args.rotation_prob,
                                  "scale": args.scale,
                                  "half_body_prob": args.half_body_prob,
@@ -100,8 +107,11 @@ def main() -> None:
                         augment=augment)
     shards = shards_for(out, params)
     subsets = out / "subsets"
-    ckpt = train_row(row, params, shards, subsets, out / "checkpoints" / row, out / "history" / f"{row}.csv",
-                     progress=not args.quiet, validate=validator(params))
+    if args.trained:
+        ckpt = Path(args.trained)
+    else:
+        ckpt = train_row(row, params, shards, subsets, out / "checkpoints" / row, out / "history" / f"{row}.csv",
+                         progress=not args.quiet, validate=validator(params))
     model, meta = load_checkpoint(ckpt)
     metrics = evaluate_row(row, params, model, meta, shards / "val", subsets, out / "figures")
     write_json(out / "metrics.json", metrics)

@@ -123,6 +123,7 @@ def _dots(kp: torch.Tensor, h: int, w: int) -> torch.Tensor:
     AugmentConfig(),  # everything at once: scale, rotation, flip, half-body
     dataclasses.replace(OFF, half_body_prob=1.0),
     dataclasses.replace(OFF, scale=0.35, rotation=40.0, rotation_prob=1.0, flip_prob=1.0),
+    dataclasses.replace(OFF, scale=0.25, half_body_prob=0.3, shift=0.05),  # the calibration's reframing
 ])
 def test_image_and_keypoints_move_together(batch, cfg):
     """Paint each joint into an image, augment image and keypoints: the paint lands on the joint."""
@@ -227,3 +228,12 @@ def test_draws_are_seeded_per_epoch_and_rank(batch):
     a4, _ = draw_affines(batch["kp_crop"], AugmentConfig(), codec, seeded_generator(0, 3, rank=1))
     torch.testing.assert_close(a1, a2)
     assert not torch.allclose(a1, a3) and not torch.allclose(a1, a4)
+
+
+def test_shift_moves_the_box_and_leaves_the_other_draws_as_they_were(batch):
+    cfg = dataclasses.replace(OFF, scale=0.25, half_body_prob=0.3)
+    plain, _ = draw_affines(batch["kp_crop"], cfg, codec, seeded_generator(1, 0))
+    shifted, _ = draw_affines(batch["kp_crop"], dataclasses.replace(cfg, shift=0.1), codec, seeded_generator(1, 0))
+    torch.testing.assert_close(shifted[:, :, :2], plain[:, :, :2])  # the same scales and zooms
+    offset = (shifted[:, :, 2] - plain[:, :, 2]) / torch.tensor([192.0, 256.0], dtype=torch.float64)
+    assert len(offset) >= 8 and 0.04 < float(offset.std()) < 0.2  # about the 0.1 asked for

@@ -5,6 +5,8 @@ finds real joints, and its calibrated uncertainty covers its real errors on pers
 import json
 import subprocess
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from squatpose.evaluate import predict
 from squatpose.joints import NAMES
 from squatpose.models import load_checkpoint
 from squatpose.shards import write_shards
-from squatpose.squat.uncertainty import COVERAGE, REFRAMED_DRAWS, Calibration, fit, framed_errors
+from squatpose.squat.uncertainty import COVERAGE, REFRAMED_DRAWS, REFRAMING, Calibration, framed_errors
 from squatpose.subsets import subset_path, write_subsets
 from squatpose.weights import SHIPPED
 
@@ -51,31 +53,19 @@ def sample_val(tmp_path_factory, shipped):
     return ShardDataset.from_subset(tmp / "shards", subset_path(tmp / "subsets", "val", "full"))
 
 
-@pytest.fixture(scope="module")
-def sample_persons(tmp_path_factory, shipped):
-    """All the sample's persons (train and val), cropped as `sample_val`."""
-    _, meta = shipped
-    tmp = tmp_path_factory.mktemp("persons")
-    write_subsets(SAMPLE, tmp / "subsets", tmp / "subsets.json", load_params().subsets)
-    table = pd.concat([pd.read_parquet(subset_path(tmp / "subsets", split, "full")) for split in ("train", "val")])
-    write_shards(table, tmp / "shards", CropConfig(**meta["crop"]), 64, 0)
-    return ShardDataset(tmp / "shards")
-
-
-def test_calibrating_on_reframed_persons_holds_for_framings_it_never_saw(shipped, sample_persons):
+def test_shipped_calibration_is_made_on_reframed_persons_and_holds_for_new_framings(shipped, sample_val):
     # the analysis meets boxes that are off and legs-only framing, not boxes made from the joints:
-    # a +- calibrated on persons so reframed holds for fresh reframings of them; one calibrated on
-    # the stored crops alone holds for fewer (all the sample's persons, for enough joints: the
-    # model trained on some of them, which flatters both calibrations alike)
+    # the shipped ± was calibrated on LSPET val persons so reframed (this code's method), and holds
+    # for such framings of persons of another dataset (the sample's val persons: never trained or
+    # calibrated on); on their stored crops, the next test
     model, meta = shipped
-    codec = codec_from_meta(meta)
-    reframed = fit(*framed_errors(model, codec, sample_persons, REFRAMED_DRAWS, seed=0))
-    stored_only = fit(*framed_errors(model, codec, sample_persons, 0, seed=0))
-    fresh = framed_errors(model, codec, sample_persons, 2, stored=False, seed=1)
+    method = meta["calibration"]["method"]
+    assert method["reframed_draws"] == REFRAMED_DRAWS and method["reframing"] == asdict(REFRAMING)
+    assert method["persons"] > 900  # LSPET val
+    fresh = framed_errors(model, codec_from_meta(meta), sample_val, 2, stored=False, seed=1)
     assert len(fresh[0]) > 200
-    held, held_stored_only = reframed.covers(*fresh).mean(), stored_only.covers(*fresh).mean()
-    assert held >= COVERAGE - 0.07, held
-    assert held > held_stored_only, (held, held_stored_only)
+    held = Calibration.from_meta(meta["calibration"]).covers(*fresh).mean()
+    assert held >= COVERAGE - 0.12, held  # another dataset: some shift, not a ± that claims too much
 
 
 def test_calibrated_radius_covers_real_errors_on_unseen_coco_persons(shipped, sample_val):
@@ -123,7 +113,7 @@ def test_export_defaults_to_the_shipped_model(tmp_path):
     assert f"{out}: ONNX export of {SHIPPED}" in run.stdout and out.stat().st_size > 100_000
 
 
-def analyze(video, box: str, out) -> tuple[pd.DataFrame, dict]:
+def analyze(video: Path, box: str, out: Path) -> tuple[pd.DataFrame, dict]:
     """`video`'s frames.csv and summary.json, analysed with the shipped model from `box`."""
     run = subprocess.run([sys.executable, "-m", "squatpose.cli", "analyze", str(video), "--box", box,
                           "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=out.parent)
@@ -131,12 +121,12 @@ def analyze(video, box: str, out) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(out / "frames.csv"), json.loads((out / "summary.json").read_text())
 
 
-def knee_angle_fraction(video, box: str, out) -> float:
+def knee_angle_fraction(video: Path, box: str, out: Path) -> float:
     """The share of `video`'s frames with a knee angle, analysed with the shipped model from `box`."""
     return float(analyze(video, box, out)[0]["knee_angle"].notna().mean())
 
 
-def rows_of(video, rows: slice, out) -> int:
+def rows_of(video: Path, rows: slice, out: Path) -> int:
     """Write `video`'s frames cut to `rows` to `out` (mp4); the number of frames."""
     import cv2
 
@@ -151,6 +141,7 @@ def rows_of(video, rows: slice, out) -> int:
         frames += 1
         frame = reader.read()[1]
     writer.release()
+    reader.release()
     return frames
 
 
@@ -180,7 +171,7 @@ def test_gym_video_two_deep_reps_found_in_every_framing_and_never_called_above_p
         frames, summary = analyze(video, box, tmp_path / name)
         bottoms = [rep["bottom"] for rep in summary["reps"]]
         assert len(bottoms) == 2 and abs(bottoms[0] - 315) < 30 and abs(bottoms[1] - 515) < 30, (name, bottoms)
-        assert "above" not in [rep["depth"] for rep in summary["reps"]], name  # "below" or "unsure" only
+        assert "above" not in [rep.get("depth") for rep in summary["reps"]], name  # parallel, unsure or none
         assert not any("above parallel" in line for line in summary["feedback"]), (name, summary["feedback"])
         if name == "full-height":  # legs only: angles on most frames
             assert frames["knee_angle"].notna().mean() > 0.5, name

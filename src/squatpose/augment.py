@@ -2,8 +2,8 @@
 
 Each sample draws one affine matrix A mapping stored-crop pixels to augmented-crop pixels:
 a random scale and rotation about the box centre, where the box is the whole crop or, for a
-half-body sample, a box around its labeled leg joints (legs-only framing), then an optional
-horizontal flip. The crop is resampled through A (bilinear, black outside, like the stored
+half-body sample, a box around its labeled leg joints (legs-only framing), an optional shift of
+the box, then an optional horizontal flip. The crop is resampled through A (bilinear, black outside, like the stored
 crops) and the keypoints are mapped by A (left and right swapped on a flip); the training loop
 makes the targets from them with the codec's encoder, as for unaugmented batches. No JPEG is
 decoded again. Last, an optional top cut blackens the crop above a row between just above the
@@ -65,6 +65,9 @@ def draw_affines(kp_crop: torch.Tensor, cfg: AugmentConfig, codec: Codec,
     a[:, 0, 0], a[:, 0, 1], a[:, 1, 0], a[:, 1, 1] = cos, sin, -sin, cos
     a[:, :2, 2] = torch.tensor([w / 2, h / 2], dtype=torch.float64) - (a[:, :2, :2] @ center[..., None])[..., 0]
     a[:, 2, 2] = 1
+    if cfg.shift > 0:  # drawn only when on (after the rest), so that runs without it keep their draws
+        a[:, :2, 2] += torch.randn(n, 2, generator=generator, dtype=torch.float64) * cfg.shift \
+            * torch.tensor([w, h], dtype=torch.float64)
     mirror = torch.tensor([[-1, 0, w - codec.stride], [0, 1, 0], [0, 0, 1]], dtype=torch.float64)
     a = torch.where(flip[:, None, None], mirror @ a, a)
     return a[:, :2], flip

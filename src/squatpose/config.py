@@ -116,6 +116,7 @@ class AugmentConfig:
     half_body_prob: float = 0.3  # crop to the labeled leg joints (at least 2), legs-only framing
     half_body_padding: float = 1.5
     top_cut_prob: float = 0.0  # blacken above a row between the hips and mid-thigh (augment.cut_tops)
+    shift: float = 0.0  # box centre offset: normal(0, shift) of the crop's width and height (0: none drawn)
 
 
 @dataclass(frozen=True)
@@ -244,11 +245,11 @@ def params_from_dict(raw: dict[str, Any], where: str = "params.yaml") -> Params:
             raise ConfigError(f"{where}: models.{name}: epochs, batch_size and lr must be positive, "
                               "warmup_iters and early_stop not negative")
     a = params.augment
-    if not (0 <= a.scale < 1 and a.rotation >= 0 and a.half_body_padding > 0
+    if not (0 <= a.scale < 1 and a.rotation >= 0 and a.half_body_padding > 0 and a.shift >= 0
             and all(0 <= p <= 1 for p in (a.rotation_prob, a.flip_prob, a.half_body_prob,
                                                 a.top_cut_prob))):
         raise ConfigError(f"{where}: augment: scale must be in [0, 1), rotation >= 0, "
-                          "probabilities in [0, 1], half_body_padding > 0")
+                          "probabilities in [0, 1], half_body_padding > 0, shift >= 0")
     if params.subsets.lower_min_visibility not in (1, 2):
         raise ConfigError(f"{where}: subsets.lower_min_visibility must be 1 or 2")
     if params.crop.width % 4 or params.crop.height % 4:

@@ -17,14 +17,14 @@ so the interval is as heavy-tailed as the model's mistakes.
 """
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from squatpose.augment import cut_tops, draw_affines, transform_keypoints, warp_images
+from squatpose.augment import augment_batch
 from squatpose.codec import Codec, codec_from_meta, in_crop_keypoints
 from squatpose.config import AugmentConfig
 from squatpose.dataset import ShardDataset, crops_to_tensor
@@ -38,9 +38,11 @@ KEEP = 400  # error vectors kept per bin (a seeded sample)
 DRAWS = 200
 COVERAGE = 0.9
 REFRAMED_DRAWS = 2  # reframed copies of each held-out person, beside the stored crop
-BOX_SHIFT = 0.05  # box centre offset: normal, as a fraction of the crop's width and height
-# box size as in training (normal, sd 0.25, clipped); legs-only framing; upright (no rotation or flip)
-REFRAMING = dict(scale=0.25, rotation=0.0, rotation_prob=0.0, flip_prob=0.0, half_body_prob=0.3, top_cut_prob=0.3)
+# the framings the analysis meets: box size off (sd 0.25, as in the shipped model's fine-tuning),
+# its centre off (sd 5 % of the crop), a zoom on the legs, the frame's top edge cutting the thighs;
+# upright (no rotation, no flip)
+REFRAMING = AugmentConfig(scale=0.25, rotation=0.0, rotation_prob=0.0, flip_prob=0.0, half_body_prob=0.3,
+                          top_cut_prob=0.3, shift=0.05)
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,12 @@ class Calibration:
     edges: list[list[float]]  # per group: BINS + 1 confidence edges (first -inf, last +inf)
     errors: list[list[np.ndarray]]  # per group, per bin: (n, 2) error vectors in crop pixels
 
-    def to_meta(self) -> dict:
-        """Plain types for a checkpoint's meta (loaded with weights_only=True)."""
-        return {"unit": "crop pixels", "groups": list(GROUPS), "edges": self.edges,
+    def to_meta(self, method: dict | None = None) -> dict:
+        """Plain types for a checkpoint's meta (loaded with weights_only=True); `method`: how the
+        errors were measured (kept for the record, e.g. `calibrate_on`'s reframing)."""
+        meta = {"unit": "crop pixels", "groups": list(GROUPS), "edges": self.edges,
                 "errors": [[np.round(e, 2).tolist() for e in g] for g in self.errors]}
+        return meta | {"method": method} if method else meta
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> "Calibration | None":
@@ -142,38 +146,31 @@ def angle_uncertainty(measure, xy: np.ndarray, confidence: np.ndarray, crop_scal
     return out
 
 
-def reframe(images: torch.Tensor, kp: torch.Tensor, codec: Codec,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised crops (N, 3, H, W) and keypoints (N, K, 3) framed as the analysis may meet them
-    (`REFRAMING`, `BOX_SHIFT`): the same affine warp, and top cut, as training augmentation."""
-    cfg = AugmentConfig(**REFRAMING)
-    affines, flip = draw_affines(kp, cfg, codec, generator)
-    size = torch.tensor([codec.crop_w, codec.crop_h], dtype=affines.dtype)
-    affines[:, :, 2] += torch.randn(len(affines), 2, generator=generator, dtype=affines.dtype) * BOX_SHIFT * size
-    kp = transform_keypoints(kp, affines, flip)
-    return cut_tops(warp_images(images, affines), kp, cfg.top_cut_prob, generator), kp
-
-
 def framed_errors(model: torch.nn.Module, codec: Codec, ds: ShardDataset, reframings: int, stored: bool = True,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Error vectors (M, 2) in crop pixels, confidence (M,) and joint index (M,) of every joint that
     `model` (decoded by `codec`) should see in the persons of `ds`: as stored (if `stored`) and
-    `reframings` times reframed (`reframe`, drawn from `seed`)."""
+    `reframings` times reframed (`REFRAMING`, by the training augmentation's code, drawn from
+    `seed`). A joint counts where the codec would supervise it (labeled, on its grid)."""
     generator = torch.Generator().manual_seed(seed)
     errors, confidence, joint = [], [], []
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for batch in DataLoader(ds, batch_size=64, shuffle=False):
-            crops = (crops_to_tensor(batch["image"]), in_crop_keypoints(batch["kp_crop"], batch["in_crop"]))
-            for images, kp in [crops] * stored + [reframe(*crops, codec, generator) for _ in range(reframings)]:
-                pred, conf = codec.decode(model(images).float())
-                x, y = kp[..., 0], kp[..., 1]
-                seen = (kp[..., 2] > 0) & (x >= 0) & (x < codec.crop_w) & (y >= 0) & (y < codec.crop_h)
-                errors.append((pred - kp[..., :2])[seen].numpy())
-                confidence.append(conf[seen].numpy())
-                joint.append(torch.arange(kp.shape[1]).expand(seen.shape)[seen].numpy())
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            for batch in DataLoader(ds, batch_size=64, shuffle=False):
+                images, kp_crop, in_crop = crops_to_tensor(batch["image"]), batch["kp_crop"], batch["in_crop"]
+                framings = [(images, in_crop_keypoints(kp_crop, in_crop))] if stored else []
+                framings += [augment_batch(images, kp_crop, in_crop, REFRAMING, codec, generator)
+                             for _ in range(reframings)]
+                for crops, kp in framings:
+                    pred, conf = codec.decode(model(crops).float())
+                    seen = codec.encode(kp)[1] > 0
+                    errors.append((pred - kp[..., :2])[seen].numpy())
+                    confidence.append(conf[seen].numpy())
+                    joint.append(torch.arange(kp.shape[1]).expand(seen.shape)[seen].numpy())
+    finally:
+        model.train(was_training)
     return np.concatenate(errors), np.concatenate(confidence), np.concatenate(joint)
 
 
@@ -182,4 +179,5 @@ def calibrate_on(model: torch.nn.Module, meta: dict, shards_dir: str | Path, sub
     """Calibration (as meta) of `model` on the persons of `subsets_dir`'s val `subset` in
     `shards_dir`: each as stored and `REFRAMED_DRAWS` times reframed."""
     ds = ShardDataset.from_subset(shards_dir, subset_path(subsets_dir, "val", subset))
-    return fit(*framed_errors(model, codec_from_meta(meta), ds, REFRAMED_DRAWS)).to_meta()
+    method = {"persons": len(ds), "reframed_draws": REFRAMED_DRAWS, "reframing": asdict(REFRAMING)}
+    return fit(*framed_errors(model, codec_from_meta(meta), ds, REFRAMED_DRAWS)).to_meta(method)
