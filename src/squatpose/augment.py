@@ -1,13 +1,13 @@
 """Augmentation of training batches from the stored crops, on the training device.
 
-Each sample draws one affine matrix A mapping stored-crop pixels to augmented-crop pixels:
-a random scale and rotation about the box centre, where the box is the whole crop or, for a
-half-body sample, a box around its labeled leg joints (legs-only framing), an optional shift of
-the box, then an optional horizontal flip. The crop is resampled through A (bilinear, black outside, like the stored
-crops) and the keypoints are mapped by A (left and right swapped on a flip); the training loop
-makes the targets from them with the codec's encoder, as for unaugmented batches. No JPEG is
-decoded again. Last, an optional top cut blackens the crop above a row between just above the
-hips and halfway down the thighs, as a camera frame whose top edge cuts the thighs does (legs-only
+Each sample draws one affine matrix A mapping stored-crop pixels to augmented-crop pixels: a random
+scale and rotation about the box centre, where the box is the whole crop or, for a half-body
+sample, a box around its labeled leg joints (legs-only framing), an optional shift of the box, then
+an optional horizontal flip. The crop is resampled through A (bilinear, black outside, like the
+stored crops) and the keypoints are mapped by A (left and right swapped on a flip); the training
+loop makes the targets from them with the codec's encoder, as for unaugmented batches. No JPEG is
+decoded again. Last, an optional top cut blackens the crop above a row between just above the hips
+and halfway down the thighs, as a camera frame whose top edge cuts the thighs does (legs-only
 video); the hips keep their labels, so the model learns to place them from the thighs.
 
 The flip mirrors about x = (crop_w - stride) / 2, the axis the codec's grid (heatmap cells or
